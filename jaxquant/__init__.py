@@ -1,0 +1,9 @@
+"""jaxquant: quantized neural networks in JAX/Flax.
+
+`import jaxquant as jq` gives the public pieces: quantizers, methods and optax
+transforms, usable on any params pytree.
+"""
+from jaxquant.masks import quant_mask  # noqa: F401
+from jaxquant.methods.base import Context, Method  # noqa: F401
+
+__version__ = "0.1.0"

@@ -1,0 +1,102 @@
+"""The `Method` interface every quantization method implements (DESIGN.md).
+
+A method is four pure functions over a pytree of *latent* variables (what the
+optimizer trains), plus optional hooks. Nothing here knows a model, a dataset
+or the trainer: it works on any params pytree.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+
+Params = Any
+Latent = Any
+Array = jax.Array
+
+
+class Method(NamedTuple):
+    """A quantization method.
+
+    init:    full-precision params -> latent.
+    forward: (latent, step) -> weights of the training forward pass (may hold a
+             custom_vjp: STE, tanh/softmax maps, meta-gradients, ...).
+    project: latent -> hard-quantized weights (evaluation, export).
+    tx:      the latent update; already chained with the base optimizer.
+    loss:    optional; replaces the trainer's cross-entropy (see `LossFn`).
+    """
+    init: Callable[[Params], Latent]
+    forward: Callable[[Latent, Array], Params]
+    project: Callable[[Latent], Params]
+    tx: optax.GradientTransformation
+    loss: Optional["LossFn"] = None
+
+
+# loss(method, apply_fn, latent, batch_stats, images, labels, step)
+#   -> (scalar loss, LossAux)
+# apply_fn is the Flax module's `apply`; a loss must call it with
+# mutable=["batch_stats"] when train=True and return the updated stats.
+LossFn = Callable[..., Any]
+
+
+class LossAux(NamedTuple):
+    logits: Array
+    batch_stats: Any
+    metrics: dict = {}
+
+
+class Context(NamedTuple):
+    """What the trainer hands a method factory (`methods.build`).
+
+    config:          the whole experiment config; a method reads `config.method.*`.
+    optimizer:       the base optimizer built from `config.optimizer` and the
+                     learning-rate schedule (the user's choice, e.g. Adam).
+    learning_rate:   the schedule, step -> lr (ProxQuant needs lr_t).
+    mask:            params -> pytree of bools, True where a leaf is quantized
+                     (from `config.quant` regex rules).
+    steps_per_epoch: optimizer steps per epoch of the training split.
+    """
+    config: Any
+    optimizer: optax.GradientTransformation
+    learning_rate: Callable[[Array], Array]
+    mask: Callable[[Params], Params]
+    steps_per_epoch: int
+
+
+def cross_entropy(logits: Array, labels: Array) -> Array:
+    """Mean softmax cross-entropy with integer labels."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def default_loss(method: Method, apply_fn, latent, batch_stats, images, labels, step):
+    """Cross-entropy of the network run with `method.forward(latent, step)`."""
+    params = method.forward(latent, step)
+    logits, mutated = apply_fn({"params": params, "batch_stats": batch_stats}, images,
+                               train=True, mutable=["batch_stats"])
+    return cross_entropy(logits, labels), LossAux(logits, mutated.get("batch_stats", {}))
+
+
+def masked_map(fn: Callable[[Array], Array], mask: Params, tree: Params) -> Params:
+    """Apply `fn` to the leaves of `tree` where `mask` is True; keep the others."""
+    return jax.tree.map(lambda m, x: fn(x) if m else x, mask, tree)
+
+
+def split_by_mask(mask_fn: Callable[[Params], Params], quantized: optax.GradientTransformation,
+                  full_precision: optax.GradientTransformation) -> optax.GradientTransformation:
+    """`quantized` on masked leaves, `full_precision` on the rest (optax.partition)."""
+    def labels(params):
+        return jax.tree.map(lambda m: "q" if m else "fp", mask_fn(params))
+    return optax.partition({"q": quantized, "fp": full_precision}, labels)
+
+
+def identity_method(optimizer: optax.GradientTransformation) -> Method:
+    """Full precision: latent = params, forward = project = identity."""
+    ident = lambda p: p  # noqa: E731
+    return Method(init=ident, forward=lambda latent, step: latent, project=ident, tx=optimizer)
+
+
+def num_steps_to_epoch(step: Array, steps_per_epoch: int) -> Array:
+    """0-based epoch of an optimizer step."""
+    return jnp.asarray(step) // max(int(steps_per_epoch), 1)
