@@ -17,6 +17,8 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (configs/*.py); override fields with "
     "--config.section.key=value.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and exports.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Delete an existing run in --workdir first "
+                                "(without it, a run of the same config is resumed).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 EXIT_USER_ERROR = 2
@@ -33,7 +35,7 @@ def main(argv):
              f"overrides as --config.section.key=value.")
     from jaxquant import train  # heavy imports after flag parsing
     try:
-        result = train.run(_CONFIG.value, _WORKDIR.value)
+        result = train.run(_CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value)
     except UserError as e:
         fail(str(e))
     if result.get("preempted"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -21,8 +22,9 @@ import optax
 
 from jaxquant import checkpoints, data, methods, models, parallel
 from jaxquant.config_check import validate
+from jaxquant.errors import UserError
 from jaxquant.data import augment as augment_lib
-from jaxquant.masks import quant_mask
+from jaxquant.masks import param_paths, quant_mask
 from jaxquant.methods.base import Context, Method, default_loss
 from jaxquant.metrics import MetricsWriter, plot_curves
 from jaxquant.optim import make_optimizer, make_schedule
@@ -45,6 +47,14 @@ class Experiment(NamedTuple):
 
 class Preempted(Exception):
     """Raised internally when SIGTERM/SIGINT asks the run to stop."""
+
+
+class NonFiniteError(UserError):
+    """The loss or gradients became NaN/inf (config.train.on_nonfinite='stop')."""
+
+
+class WorkdirError(UserError):
+    """The workdir holds another run, or a run that cannot be resumed."""
 
 
 def _normalize(images, ds):
@@ -119,9 +129,15 @@ def make_train_step(exp: Experiment):
         latent = optax.apply_updates(state["latent"], updates)
         new = dict(step=step + 1, latent=latent, opt_state=opt_state,
                    batch_stats=aux.batch_stats, rng=state["rng"])
+        # A step with a non-finite loss or gradient is never applied: the state
+        # stays the last good one, and the host decides to stop or go on.
+        bad_leaves = jnp.stack([~jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)])
+        finite = jnp.isfinite(loss) & ~jnp.any(bad_leaves)
+        new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, dict(state, step=step + 1))
         metrics = dict(train_loss=loss,
                        train_accuracy=jnp.mean(jnp.argmax(aux.logits, -1) == labels),
-                       lr=exp.learning_rate(step), **dict(aux.metrics))
+                       lr=exp.learning_rate(step), nonfinite_leaves=bad_leaves,
+                       finite=finite, **dict(aux.metrics))
         return new, metrics
 
     return step_fn
@@ -207,6 +223,72 @@ class _Batches:
         return jax.device_put(self.split.get_batch(idx), self.sharding)
 
 
+def _check_finite(host_metrics, first_step, paths, ckpt, policy, log):
+    """Stop (policy 'stop') or report (policy 'skip') steps whose update was skipped."""
+    bad = [i for i, m in enumerate(host_metrics) if not m["finite"]]
+    if not bad:
+        return
+    m = host_metrics[bad[0]]
+    leaves = [p for p, b in zip(paths, m["nonfinite_leaves"]) if b] or ["(the loss itself)"]
+    where = (f"non-finite loss/gradients at step {first_step + bad[0]} "
+             f"({len(bad)} of the last {len(host_metrics)} steps); offending gradient leaves: "
+             f"{', '.join(leaves[:10])}")
+    if policy == "skip":
+        log(f"warning: {where}; those updates were skipped (config.train.on_nonfinite='skip').")
+        return
+    raise NonFiniteError(
+        f"{where}. The update was not applied; the last good checkpoint is step "
+        f"{ckpt.latest_step()} in {ckpt.directory}. Lower config.optimizer.lr, or set "
+        f"config.train.on_nonfinite='skip' to skip such steps.")
+
+
+def _check_workdir(workdir: str, config) -> bool:
+    """True if `workdir` holds an earlier run of this experiment to resume.
+
+    A workdir with another experiment's config (dataset, model, method or quant
+    rules differ), or with run outputs but no checkpoint, is refused rather
+    than silently overwritten.
+    """
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        return False
+    try:
+        with open(path) as f:
+            old = json.load(f)
+    except (OSError, ValueError):
+        old = None
+    new = json.loads(config.to_json_best_effort())
+    if old is not None:
+        for section in ("dataset", "model", "method", "quant"):
+            if old.get(section) != new.get(section):
+                raise WorkdirError(
+                    f"{workdir!r} holds a run with a different config.{section} "
+                    f"({old.get(section)} vs {new.get(section)}). Use another --workdir, or "
+                    f"pass --overwrite to delete that run and start afresh.")
+    if not os.path.isdir(os.path.join(workdir, checkpoints.CHECKPOINT_DIR)):
+        raise WorkdirError(
+            f"{workdir!r} holds run outputs but no checkpoint to resume from; pass --overwrite "
+            f"to start afresh there, or use another --workdir.")
+    return True
+
+
+def _restore_latest(ckpt, abstract, log):
+    """(state, meta) of the newest readable checkpoint, falling back to older ones."""
+    steps = sorted(ckpt.all_steps(), reverse=True)
+    problems = []
+    for step in steps:
+        try:
+            return ckpt.restore(step, abstract)
+        except Exception as e:  # truncated / missing files, shape mismatch: orbax raises many types
+            where = os.path.join(ckpt.directory, str(step))
+            problems.append(f"{where}: {str(e).splitlines()[0][:300]}")
+            log(f"warning: cannot read checkpoint {where} ({problems[-1]}); trying an older one.")
+    raise WorkdirError(
+        "no readable checkpoint to resume from: " + "; ".join(problems) +
+        ". If the model or method changed, use another --workdir; to discard this run, pass "
+        "--overwrite.")
+
+
 def _progress(total, initial):
     from tqdm import tqdm
     return tqdm(total=total, initial=initial, disable=not sys.stderr.isatty(), unit="step",
@@ -242,14 +324,16 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
 
     `stop_after_steps` stops early as a preemption would (tests use it).
     """
-    os.makedirs(workdir, exist_ok=True)
     exp = build_experiment(config)
+    resuming = _check_workdir(workdir, config)
+    os.makedirs(workdir, exist_ok=True)
     method, mesh = exp.method, exp.mesh
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config.to_json_best_effort(indent=2))
 
     rep = parallel.replicated(mesh)
     state = jax.device_put(init_state(exp), rep)
+    latent_paths = param_paths(state["latent"])
     project = jax.jit(method.project)
     table = _write_summary(workdir, jax.device_get(project(state["latent"])), exp.mask)
     log(table)
@@ -258,12 +342,11 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
     best_ckpt = checkpoints.Checkpointer(workdir, keep=1, subdir="best")
     writer = MetricsWriter(workdir, enabled=jax.process_index() == 0)
     meta = dict(best_val_accuracy=-1.0, test_at_best_val=-1.0, best_step=-1)
-    start = ckpt.latest_step()
-    if start is not None:
+    if resuming and ckpt.all_steps():
         abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), state)
-        state, meta = ckpt.restore(start, abstract)
-        writer.truncate_after(start)
-        log(f"resumed from {ckpt.directory} at step {start}")
+        state, meta = _restore_latest(ckpt, abstract, log)
+        writer.truncate_after(int(state["step"]))
+        log(f"resumed from {ckpt.directory} at step {int(state['step'])}")
     start = int(state["step"])
 
     train_step = jax.jit(make_train_step(exp), donate_argnums=0)
@@ -309,11 +392,10 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
             if done % log_every == 0 or is_eval or done == end:
                 host = jax.device_get(pending)
                 pending = []
-                record = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
-                if not np.isfinite(record["train_loss"]):
-                    raise FloatingPointError(
-                        f"non-finite training loss at step {done}; last checkpoint: "
-                        f"step {ckpt.latest_step()} in {ckpt.directory}.")
+                _check_finite(host, done - len(host) + 1, latent_paths, ckpt,
+                              config.train.on_nonfinite, log)
+                record = {k: float(np.mean([m[k] for m in host])) for k in host[0]
+                          if k not in ("nonfinite_leaves", "finite")}
                 if is_eval:
                     record.update(run_eval(done))
                     log(f"step {done}/{exp.total_steps}: " + ", ".join(
@@ -357,6 +439,12 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
     return result
 
 
-def run(config, workdir: str) -> dict:
-    """Entry point of `jaxquant.main`: train `config` in `workdir`."""
+def run(config, workdir: str, overwrite: bool = False) -> dict:
+    """Entry point of `jaxquant.main`: train `config` in `workdir`.
+
+    With `overwrite`, an existing run in `workdir` is deleted first; without
+    it, an existing run of the same experiment is resumed.
+    """
+    if overwrite and os.path.isdir(workdir):
+        shutil.rmtree(workdir)
     return train_and_evaluate(config, workdir)
