@@ -29,8 +29,8 @@ def base_config() -> ml_collections.ConfigDict:
     # Method hyperparameters; each method reads the fields it needs.
     c.method = ml_collections.ConfigDict(dict(name="fp"))
     c.quant = ml_collections.ConfigDict(dict(
-        include=[".*kernel"],   # regexes (re.fullmatch) on '/'-joined param paths
-        exclude=[],
+        include=(".*kernel",),  # regexes (re.fullmatch) on '/'-joined param paths
+        exclude=(),
     ))
     c.optimizer = ml_collections.ConfigDict(dict(
         name="adam",      # sgd | momentum | adam | adamw
@@ -45,7 +45,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.schedule = ml_collections.ConfigDict(dict(
         kind="constant",  # constant | piecewise | cosine
         unit="step",      # boundaries/every counted in 'step' or 'epoch'
-        boundaries=[],    # piecewise: multiply lr by `factor` at each boundary
+        boundaries=(),    # piecewise: multiply lr by `factor` at each boundary
         every=0,          # piecewise: or multiply by `factor` every `every` units
         factor=0.1,
         warmup=0,         # linear warm-up, in `unit`s

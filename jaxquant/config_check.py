@@ -51,8 +51,8 @@ def _check_bits(section, name) -> None:
             v = section[key]
             lo = 0 if key == "act_bits" else 1
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= 8:
-                off = " (0 = off)" if lo == 0 else ""
-                raise ConfigError(f"config.{name}.{key} must be an integer in {lo}..8{off}, got {v!r}.")
+                off = "0 (off) or " if lo == 0 else ""
+                raise ConfigError(f"config.{name}.{key} must be {off}an integer in 1..8, got {v!r}.")
 
 
 def _check_name(value, valid, field) -> None:

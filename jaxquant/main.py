@@ -6,6 +6,7 @@ message and exit code 2, without a traceback.
 """
 from __future__ import annotations
 
+import os
 import sys
 
 from absl import app, flags, logging
@@ -35,8 +36,16 @@ def main(argv):
              f"overrides as --config.section.key=value.")
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     from jaxquant import train  # heavy imports after flag parsing
+    path = config_flags.get_config_filename(flags.FLAGS["config"]).split(":")[0]
+    if not os.path.isfile(path):
+        fail(f"config file {path!r} not found; pass --config=configs/<experiment>.py "
+             f"(the configs/ folder lists them).")
     try:
-        result = train.run(_CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value)
+        config = _CONFIG.value
+    except (OSError, AttributeError, KeyError, TypeError, ValueError, SyntaxError) as e:
+        fail(f"cannot load the config: {_message(e)}")
+    try:
+        result = train.run(config, _WORKDIR.value, overwrite=_OVERWRITE.value)
     except UserError as e:
         fail(str(e))
     if result.get("preempted"):
@@ -45,11 +54,25 @@ def main(argv):
           f"(hard-quantized network, step {result['step']}, workdir {_WORKDIR.value})")
 
 
-def run() -> None:
+def _message(e: BaseException) -> str:
+    """The innermost message of a (possibly wrapped) exception, on one line."""
+    while e.args and isinstance(e.args[0], BaseException):
+        e = e.args[0]
+    text = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+    return " ".join(str(text).split())
+
+
+def _parse_flags(argv):
     try:
-        app.run(main)
-    except flags.Error as e:  # bad --config.x=y overrides surface here
-        fail(f"{e}. Check the override's section/key against the config file and its value type.")
+        return flags.FLAGS(argv)
+    # unknown flags, a missing or broken config file, --config.x=y naming no field or of a bad type
+    except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError, SyntaxError) as e:
+        fail(f"{_message(e)}. Check the flag, or the override's section/key and value type against the "
+             f"config file (lists are given as tuples: --config.quant.exclude=\"('head/.*',)\").")
+
+
+def run() -> None:
+    app.run(main, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,10 @@ from typing import Sequence
 
 import jax
 
+from jaxquant.errors import UserError
 
-class MaskError(ValueError):
+
+class MaskError(UserError):
     """A rule matches no parameter, or is not a valid regex."""
 
 

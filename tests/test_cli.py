@@ -30,7 +30,7 @@ def test_quickstart_command_ends_with_test_accuracy(tmp_path):
     ("--config.dataset.name=image_folder:/nonexistent/folder", ["/nonexistent/folder"]),
     ("--config.train.batch_size=-3", ["config.train.batch_size", "-3"]),
     ("--config.model.act_bits=9", ["config.model.act_bits", "1..8"]),
-    ("--config.quant.exclude=('head/.*',)", ["head/.*", "matches no parameter"]),
+    ("--config.quant.exclude=('fc/.*',)", ["fc/.*", "matches no parameter"]),
     ("--config.train.epochz=3", ["epochz"]),
     ("--config.optimizer.lr=fast", ["fast"]),
 ])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 
+from jaxquant.errors import ConfigError
 from jaxquant.methods.base import Context, Method  # noqa: F401
 
 # method name -> module (under jaxquant.methods) that builds it.
@@ -22,7 +23,7 @@ _FAMILIES = {
 }
 
 
-class UnknownMethodError(ValueError):
+class UnknownMethodError(ConfigError):
     pass
 
 
