@@ -181,6 +181,11 @@ def _load_files(root: str, data_dir: str, kind: str, list_files):
         for split in ("train", "test"):
             arrays[f"{split}_images"] = image_files.decode_images([p for p, _ in files[split]])
             arrays[f"{split}_labels"] = np.array([c for _, c in files[split]], np.int32)
+        channels = {arrays["train_images"].shape[-1], arrays["test_images"].shape[-1]}
+        if channels == {1, 3}:  # one split is all grayscale, the other has colour: repeat gray
+            for split in ("train", "test"):
+                if arrays[f"{split}_images"].shape[-1] == 1:
+                    arrays[f"{split}_images"] = np.repeat(arrays[f"{split}_images"], 3, axis=-1)
         if arrays["train_images"].shape[1:] != arrays["test_images"].shape[1:]:
             raise DataError(f"{kind} dataset {root}: train images are {arrays['train_images'].shape[1:]} "
                             f"(HWC) but test images are {arrays['test_images'].shape[1:]}, e.g. "

@@ -51,39 +51,45 @@ def augment(key: jax.Array, images, kind: str) -> jax.Array:
     raise ValueError(f"unknown augmentation {kind!r}; valid kinds: {', '.join(KINDS)}.")
 
 
-def flip(key: jax.Array, images) -> jax.Array:
-    """Mirror each image left-right with probability 1/2."""
-    images = jnp.asarray(images)
-    mirror = jax.random.bernoulli(key, 0.5, (images.shape[0],))
+def _flip_where(images, mirror) -> jax.Array:
     return jnp.where(mirror[:, None, None, None], images[:, :, ::-1], images)
 
 
-def pad_crop(key: jax.Array, images, pad: int = PAD) -> jax.Array:
-    """Zero-pad by `pad` then crop H x W at a uniform offset in [0, 2 pad]^2, per image."""
-    images = jnp.asarray(images)
+def _crop_at(images, u, pad: int) -> jax.Array:
+    """Zero-pad by `pad`, crop H x W at offsets floor(u (2 pad + 1)), u [N, 2] in [0, 1)."""
     n, h, w, c = images.shape
     padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    offsets = jax.random.randint(key, (n, 2), 0, 2 * pad + 1)
-    crop = lambda img, o: jax.lax.dynamic_slice(img, (o[0], o[1], 0), (h, w, c))
+    offsets = jnp.minimum(jnp.floor(u * (2 * pad + 1)), 2 * pad).astype(jnp.int32)
+    crop = lambda img, o: jax.lax.dynamic_slice(img, (o[0], o[1], jnp.int32(0)), (h, w, c))
     return jax.vmap(crop)(padded, offsets)
 
 
+# Each augmentation draws all its random numbers with one `jax.random.uniform`
+# call: every random-bits call costs seconds of XLA compile time on CPU.
+
+def flip(key: jax.Array, images) -> jax.Array:
+    """Mirror each image left-right with probability 1/2."""
+    images = jnp.asarray(images)
+    return _flip_where(images, jax.random.uniform(key, (images.shape[0],)) < 0.5)
+
+
+def pad_crop(key: jax.Array, images, pad: int = PAD) -> jax.Array:
+    """Zero-pad by `pad` then crop H x W at a uniform offset in {0..2 pad}^2, per image."""
+    images = jnp.asarray(images)
+    return _crop_at(images, jax.random.uniform(key, (images.shape[0], 2)), pad)
+
+
 def crop_flip(key: jax.Array, images) -> jax.Array:
-    """Pad-4 random crop, then random horizontal flip (independent keys)."""
-    k_crop, k_flip = jax.random.split(key)
-    return flip(k_flip, pad_crop(k_crop, images))
+    """Pad-4 random crop, then random horizontal flip, independently per image."""
+    images = jnp.asarray(images)
+    u = jax.random.uniform(key, (images.shape[0], 3))
+    return _flip_where(_crop_at(images, u[:, :2], PAD), u[:, 2] < 0.5)
 
 
-def resized_crop_boxes(key: jax.Array, n: int, h: int, w: int):
-    """Random-resized-crop boxes (top, left, height, width) as float32 [n] each.
-
-    For each image: up to 10 candidates with area s * h * w, s ~ U(0.08, 1) and
-    aspect log r ~ U(log 3/4, log 4/3), width sqrt(s h w r), height sqrt(s h w / r)
-    (rounded); the first that fits is kept, else the whole image.
-    """
-    k_area, k_ratio, k_top, k_left = jax.random.split(key, 4)
-    area = h * w * jax.random.uniform(k_area, (n, _TRIES), minval=SCALE[0], maxval=SCALE[1])
-    log_r = jax.random.uniform(k_ratio, (n, _TRIES), minval=math.log(RATIO[0]), maxval=math.log(RATIO[1]))
+def _boxes(u, h: int, w: int):
+    """Random-resized-crop boxes from uniforms u [n, 2 * tries + 2]."""
+    area = h * w * (SCALE[0] + (SCALE[1] - SCALE[0]) * u[:, :_TRIES])
+    log_r = math.log(RATIO[0]) + (math.log(RATIO[1]) - math.log(RATIO[0])) * u[:, _TRIES:2 * _TRIES]
     ratio = jnp.exp(log_r)
     cw = jnp.round(jnp.sqrt(area * ratio))
     ch = jnp.round(jnp.sqrt(area / ratio))
@@ -93,9 +99,20 @@ def resized_crop_boxes(key: jax.Array, n: int, h: int, w: int):
     pick = lambda a: jnp.take_along_axis(a, first[:, None], axis=1)[:, 0]
     ch = jnp.where(found, pick(ch), h)
     cw = jnp.where(found, pick(cw), w)
-    top = jnp.floor(jax.random.uniform(k_top, (n,)) * (h - ch + 1))
-    left = jnp.floor(jax.random.uniform(k_left, (n,)) * (w - cw + 1))
+    top = jnp.floor(u[:, 2 * _TRIES] * (h - ch + 1))
+    left = jnp.floor(u[:, 2 * _TRIES + 1] * (w - cw + 1))
     return top, left, ch, cw
+
+
+def resized_crop_boxes(key: jax.Array, n: int, h: int, w: int):
+    """Random-resized-crop boxes (top, left, height, width) as float32 [n] each.
+
+    For each image: up to 10 candidates with area s * h * w, s ~ U(0.08, 1) and
+    aspect log r ~ U(log 3/4, log 4/3), width sqrt(s h w r), height sqrt(s h w / r)
+    (rounded); the first that fits is kept, else the whole image. The top-left
+    corner is uniform over the positions where the box fits.
+    """
+    return _boxes(jax.random.uniform(key, (n, 2 * _TRIES + 2)), h, w)
 
 
 def crop_resize(image, top, left, ch, cw, out_h: int, out_w: int) -> jax.Array:
@@ -130,7 +147,7 @@ def resized_crop_flip(key: jax.Array, images) -> jax.Array:
     """Random resized crop back to H x W, then random horizontal flip."""
     images = jnp.asarray(images)
     n, h, w, _ = images.shape
-    k_box, k_flip = jax.random.split(key)
-    top, left, ch, cw = resized_crop_boxes(k_box, n, h, w)
+    u = jax.random.uniform(key, (n, 2 * _TRIES + 3))
+    top, left, ch, cw = _boxes(u[:, :-1], h, w)
     resized = jax.vmap(lambda im, t, l, a, b: crop_resize(im, t, l, a, b, h, w))(images, top, left, ch, cw)
-    return flip(k_flip, resized)
+    return _flip_where(resized, u[:, -1] < 0.5)

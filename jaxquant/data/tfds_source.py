@@ -42,9 +42,11 @@ def data_source(name: str, split: str, data_dir: Optional[str]):
     try:
         return tfds.data_source(name, split=split, data_dir=data_dir or None, download=False)
     except Exception as e:  # tfds raises assorted types (NotImplementedError, AssertionError, ...)
+        reason = " ".join(str(e).split())
+        reason = reason if len(reason) <= 300 else reason[:300] + "..."
         raise DataError(f"tensorflow-datasets dataset {name!r} (split {split!r}) is not available in "
-                        f"array_record format under {data_dir or 'the default tfds data dir'} ({e}). "
-                        + _prepare_hint(name, data_dir)) from e
+                        f"array_record format under {data_dir or 'the default tfds data dir'} "
+                        f"(tfds: {type(e).__name__}: {reason}). " + _prepare_hint(name, data_dir)) from e
 
 
 def _label_info(source) -> tuple[int, tuple]:
