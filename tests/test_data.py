@@ -118,8 +118,9 @@ def test_unknown_augmentation_is_a_data_error_listing_kinds():
         data.load(cfg("digits", augment="mixup"))
 
 
-def test_data_error_is_a_value_error():
-    assert issubclass(DataError, ValueError)
+def test_data_error_is_a_user_error_so_the_cli_prints_it_without_traceback():
+    from jaxquant.errors import UserError
+    assert issubclass(DataError, UserError) and issubclass(DataError, ValueError)
 
 
 # ---------------------------------------------------------------- IDX / fashion_mnist

@@ -11,8 +11,10 @@ from typing import Callable, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
+from jaxquant.errors import UserError
 
-class DataError(ValueError):
+
+class DataError(UserError):
     """A dataset cannot be loaded: unknown name, missing path, corrupt file, label mismatch."""
 
 
