@@ -193,6 +193,13 @@ def test_unreadable_cache_is_rebuilt_from_the_source(tmp_path):
     np.testing.assert_array_equal(second.train.images, first.train.images)
 
 
+def test_missing_idx_file_in_data_dir_is_named(tmp_path):
+    make_idx_dir(tmp_path)
+    os.remove(tmp_path / "t10k-images-idx3-ubyte.gz")
+    with pytest.raises(DataError, match=f"IDX directory {tmp_path} holds .* but not t10k-images-idx3-ubyte"):
+        data.load(cfg("fashion_mnist", data_dir=tmp_path))
+
+
 def test_idx_bad_magic_names_the_file(tmp_path):
     make_idx_dir(tmp_path)
     bad = tmp_path / "t10k-labels-idx1-ubyte"
@@ -377,6 +384,16 @@ def test_image_folder_missing_path_names_it_and_the_layout(tmp_path):
     os.makedirs(tmp_path / "only_train" / "train" / "a")
     with pytest.raises(DataError, match=f"{tmp_path / 'only_train' / 'test'} does not exist"):
         data.load(cfg(f"image_folder:{tmp_path / 'only_train'}"))
+
+
+def test_image_folder_one_level_too_high_suggests_the_nested_folder(tmp_path):
+    make_folder(tmp_path / "top" / "cifar10-jpeg", {"train": {"a": 1}, "test": {"a": 1}})
+    with pytest.raises(DataError, match=f"Did you mean {tmp_path / 'top' / 'cifar10-jpeg'}\\?"):
+        data.load(cfg(f"image_folder:{tmp_path / 'top'}"))
+    archive = tmp_path / "x.tar.gz"
+    archive.write_bytes(b"")
+    with pytest.raises(DataError, match="is an archive: extract it first"):
+        data.load(cfg(f"image_folder:{archive}"))
 
 
 def test_test_class_absent_from_train_is_named(tmp_path):

@@ -106,17 +106,16 @@ def carve_validation(train: AnySplit, n: int, name: str) -> tuple[AnySplit, Opti
     return train.take(0, cut), train.take(cut, len(train))
 
 
-def channel_stats(images: np.ndarray, chunk: int = 4096) -> tuple[tuple, tuple]:
-    """Per-channel mean and std of uint8 NHWC `images` on the [0, 1] scale."""
-    c = images.shape[-1]
-    total = np.zeros(c)
-    total_sq = np.zeros(c)
-    for start in range(0, len(images), chunk):
-        x = images[start:start + chunk].reshape(-1, c).astype(np.float64)
-        total += x.sum(0)
-        total_sq += np.square(x).sum(0)
-    count = images.size // c
-    mean = total / count
-    std = np.sqrt(np.maximum(total_sq / count - np.square(mean), 0.0))
-    std = np.where(std > 0, std, 255.0)  # a constant channel: leave it unscaled
-    return tuple(float(m) for m in mean / 255.0), tuple(float(s) for s in std / 255.0)
+def channel_stats(images: np.ndarray) -> tuple[tuple, tuple]:
+    """Per-channel mean and std of uint8 NHWC `images` on the [0, 1] scale (exact, from histograms)."""
+    flat = images.reshape(-1, images.shape[-1])
+    values = np.arange(256, dtype=np.float64)
+    means, stds = [], []
+    for c in range(flat.shape[1]):
+        hist = np.bincount(flat[:, c], minlength=256).astype(np.float64)
+        p = hist / max(hist.sum(), 1.0)
+        mean = float(p @ values)
+        std = float(np.sqrt(max(p @ np.square(values - mean), 0.0)))
+        means.append(mean / 255.0)
+        stds.append(std / 255.0 if std > 0 else 1.0)  # a constant channel: leave it unscaled
+    return tuple(means), tuple(stds)

@@ -59,8 +59,16 @@ def find_idx_dir(candidates, files=FASHION_MNIST_FILES) -> Optional[str]:
     """The first directory among `candidates` holding every IDX file (plain or .gz)."""
     needed = [f for pair in files.values() for f in pair]
     for d in candidates:
-        if d and all(_resolve(d, f) for f in needed):
+        if not d or not os.path.isdir(d):
+            continue
+        present = [f for f in needed if _resolve(d, f)]
+        if len(present) == len(needed):
             return d
+        if present:
+            missing = [f + "[.gz]" for f in needed if f not in present]
+            raise DataError(f"IDX directory {d} holds {', '.join(present)} but not {', '.join(missing)}; "
+                            f"all four files (train/t10k images and labels) are needed. Restore the "
+                            f"missing file(s) or remove the directory from the search path.")
     return None
 
 

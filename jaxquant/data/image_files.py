@@ -30,13 +30,25 @@ def _is_image(name: str) -> bool:
 
 
 def _list_images(directory: str) -> list[str]:
-    return sorted(os.path.join(directory, n) for n in os.listdir(directory)
-                  if _is_image(n) and os.path.isfile(os.path.join(directory, n)))
+    with os.scandir(directory) as entries:
+        return sorted(e.path for e in entries if _is_image(e.name) and e.is_file())
 
 
 def _require_dir(path: str, what: str, layout: str) -> None:
-    if not os.path.isdir(path):
-        raise DataError(f"{what}: directory {path} does not exist. Expected {layout}.")
+    if os.path.isdir(path):
+        return
+    hint = ""
+    if os.path.isfile(path) and path.endswith((".tar", ".tar.gz", ".tgz", ".zip")):
+        hint = f" {path} is an archive: extract it first and name the extracted folder."
+    elif os.path.basename(path) in ("train", "test", "val", "images"):
+        parent = os.path.dirname(path)
+        subs = sorted(d for d in os.listdir(parent) if os.path.isdir(os.path.join(parent, d))) \
+            if os.path.isdir(parent) else []
+        nested = [d for d in subs if os.path.isdir(os.path.join(parent, d, os.path.basename(path)))]
+        if len(nested) == 1:
+            hint = f" Did you mean {os.path.join(parent, nested[0])}?"
+    kind = "is not a directory" if os.path.exists(path) else "does not exist"
+    raise DataError(f"{what}: {path} {kind}. Expected {layout}.{hint}")
 
 
 def decode_image(path: str) -> np.ndarray:
