@@ -595,3 +595,15 @@ def test_resized_crop_flip_on_a_constant_image_is_constant():
     x = np.full((16, 32, 32, 3), 77, np.uint8)
     out = AUGMENT(jax.random.key(0), x, kind="resized_crop_flip")
     np.testing.assert_array_equal(out, x)
+
+
+def test_streaming_split_reads_the_indexed_examples_in_order():
+    from jaxquant.data.dataset import StreamingSplit
+    read = lambda i: (np.full((3, 3, 1), i, np.uint8), 100 + i)  # noqa: E731
+    split = StreamingSplit(read, np.arange(10, 20), (3, 3, 1))
+    head, tail = split.take(0, 7), split.take(7, 10)
+    assert not split.in_memory and (len(split), len(head), len(tail)) == (10, 7, 3)
+    images, labels = tail.get_batch([2, 0])
+    np.testing.assert_array_equal(labels, [119, 117])
+    np.testing.assert_array_equal(images[:, 0, 0, 0], [19, 17])
+    assert images.dtype == np.uint8 and labels.dtype == np.int32

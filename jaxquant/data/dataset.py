@@ -6,7 +6,9 @@ and `labels` (int32) so small datasets can be put on the device whole.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import os
 from typing import Callable, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
@@ -59,6 +61,7 @@ class StreamingSplit:
         self._read = read
         self._indices = np.asarray(indices, dtype=np.int64)
         self.image_shape = tuple(image_shape)
+        self._pool = None  # threads decoding a batch (PIL releases the GIL)
 
     def __len__(self) -> int:
         return len(self._indices)
@@ -68,8 +71,11 @@ class StreamingSplit:
         indices = np.asarray(indices, dtype=np.int64)
         images = np.empty((len(indices),) + self.image_shape, np.uint8)
         labels = np.empty((len(indices),), np.int32)
-        for k, i in enumerate(indices):
-            images[k], labels[k] = self._read(int(self._indices[i]))
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(min(16, (os.cpu_count() or 1) + 2))
+        examples = self._pool.map(self._read, [int(self._indices[i]) for i in indices])
+        for k, (image, label) in enumerate(examples):
+            images[k], labels[k] = image, label
         return images, labels
 
     def take(self, start: int, stop: int) -> "StreamingSplit":
