@@ -5,5 +5,6 @@ transforms, usable on any params pytree.
 """
 from jaxquant.masks import quant_mask  # noqa: F401
 from jaxquant.methods.base import Context, Method  # noqa: F401
+from jaxquant.methods.baselines import binary_connect, bwn, clip_latents, dorefa, ste  # noqa: F401
 
 __version__ = "0.1.0"
