@@ -1,0 +1,88 @@
+"""Orbax checkpoints of a run: resumable train state plus the hard-quantized weights.
+
+Each saved step holds three items:
+- `state`:   the full TrainState (latent, optimizer state, BN stats, step, rng);
+- `weights`: {'params': method.project(latent), 'batch_stats': ...} — what
+             export, evaluation and warm starts read, without knowing the method;
+- `meta`:    JSON (best validation/test accuracy so far, ...).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from jaxquant.errors import UserError
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+class CheckpointError(UserError):
+    """A checkpoint that cannot be found or read."""
+
+
+def checkpoint_dir(path: str) -> str:
+    """The checkpoint directory of a workdir (or `path` itself if it is one)."""
+    path = os.path.abspath(path)
+    sub = os.path.join(path, CHECKPOINT_DIR)
+    return sub if os.path.isdir(sub) else path
+
+
+class Checkpointer:
+    """Thin wrapper over `ocp.CheckpointManager` for one run's workdir."""
+
+    def __init__(self, workdir: str, keep: int = 2, subdir: str = CHECKPOINT_DIR):
+        self.directory = os.path.join(os.path.abspath(workdir), subdir)
+        self.manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                                 enable_async_checkpointing=False))
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self.manager.all_steps())
+
+    def save(self, step: int, weights: dict, meta: dict, state: dict | None = None) -> None:
+        items = dict(weights=ocp.args.StandardSave(weights), meta=ocp.args.JsonSave(meta))
+        if state is not None:
+            items["state"] = ocp.args.StandardSave(state)
+        self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+        self.manager.wait_until_finished()
+
+    def restore(self, step: int, abstract_state: Any) -> tuple[dict, dict]:
+        """(state, meta) of `step`, with `abstract_state` giving structure and shardings."""
+        out = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state),
+            meta=ocp.args.JsonRestore()))
+        return out.state, out.meta
+
+    def close(self) -> None:
+        self.manager.close()
+
+
+def load_weights(path: str, step: int | None = None) -> tuple[Any, Any, int]:
+    """(params, batch_stats, step) saved by a run (its workdir or checkpoint dir).
+
+    The params are the run's hard-quantized weights (`method.project(latent)`);
+    for a full-precision run they are its trained weights.
+    """
+    directory = checkpoint_dir(path)
+    if not os.path.isdir(directory):
+        raise CheckpointError(
+            f"no checkpoint directory at {directory!r}: point config.init_checkpoint (or "
+            f"--workdir) at the workdir of a finished run.")
+    manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
+    step = manager.latest_step() if step is None else step
+    if step is None:
+        raise CheckpointError(f"{directory!r} holds no saved step; train that run first.")
+    try:
+        out = manager.restore(step, args=ocp.args.Composite(weights=ocp.args.StandardRestore()))
+    except Exception as e:  # orbax raises several types for missing/corrupt files
+        raise CheckpointError(
+            f"cannot read the checkpoint at {os.path.join(directory, str(step))!r}: {e}") from None
+    weights = jax.tree.map(lambda x: x, out.weights)
+    return weights["params"], weights.get("batch_stats", {}), int(step)

@@ -1,0 +1,108 @@
+"""Flax Linen models for quantization experiments: `build(config.model, num_classes)`.
+
+Models (`config.model.name`):
+  mlp                  MLP on flattened input; `features` (hidden sizes, default
+                       (256, 256)), `batch_norm` (default True).
+  lenet5               LeNet-5-style CNN (6@5x5, pool, 16@5x5, pool, fc 120, 84);
+                       'SAME' padding, runs on 8x8 and 28x28; `batch_norm` (True).
+  resnet20/32/44/56/110  CIFAR ResNet 6n+2, widths 16/32/64; `shortcut` 'A'
+                       (default; zero-pad identity, no params) or 'B' (1x1 conv + BN).
+  resnet18             `stem` 'cifar' (3x3, stride `stem_stride`, default 1; 2 for
+                       64x64) or 'imagenet' (7x7/2 + max-pool); projection shortcuts.
+  vgg16                VGG-16 + BN, CIFAR variant (md-bnn / pmf): 13 convs, fc 512,
+                       fc 512, head; `stem_stride` (default 1).
+
+Switches (every model; see `layers.Switches`): `affine_bn` (True), `use_bias`
+(None = model default: no bias on layers followed by BN in ResNets/VGG, biases in
+MLP/LeNet), `head_bias` (True), `act_bits` (0 = off; 1..8 = DoReFa activation
+quantization at every conv/dense input except `stem` and `head`, ReLU becomes
+clip(x, 0, 1)), `bn_momentum` (0.9), `bn_eps` (1e-5), `init` ('default' |
+'xavier_uniform').
+
+Call convention: `module.apply({'params': p, 'batch_stats': bs}, x, train=bool,
+mutable=['batch_stats'] or [])`, x float32 NHWC; returns logits (N, num_classes).
+
+Param names (regex rules in `config.quant` rely on them): the first layer is
+`stem`, the classifier `head`, 1x1 projection shortcuts `shortcut`, every
+BatchNorm starts with `bn` (`bn_stem`, `bn1`, `bn_shortcut`, `bn_fc0`, ...),
+residual blocks `stage{s}_block{b}` (s from 1, b from 0), MLP hidden layers
+after the first `dense1`, `dense2`, ..., VGG convs after the first `conv1` ..
+`conv12`, VGG/LeNet hidden fc layers `fc0`, `fc1`.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.linen as nn
+
+from jaxquant.models import layers
+from jaxquant.models.layers import Switches, switches_from_config
+from jaxquant.models.lenet import LeNet5
+from jaxquant.models.mlp import MLP
+from jaxquant.models.resnet18 import STEMS, ResNet18
+from jaxquant.models.resnet_cifar import CifarResNet
+from jaxquant.models.vgg import VGG16
+
+__all__ = ["build", "names", "Switches", "MLP", "LeNet5", "CifarResNet", "ResNet18", "VGG16"]
+
+
+def _mlp(cfg, n, sw):
+    return MLP(n, features=tuple(int(f) for f in cfg.get("features", (256, 256))),
+               batch_norm=bool(cfg.get("batch_norm", True)), sw=sw)
+
+
+def _lenet5(cfg, n, sw):
+    return LeNet5(n, batch_norm=bool(cfg.get("batch_norm", True)), sw=sw)
+
+
+def _cifar_resnet(depth):
+    def make(cfg, n, sw):
+        shortcut = str(cfg.get("shortcut", "A")).upper()
+        if shortcut not in ("A", "B"):
+            raise ValueError(f"config.model.shortcut must be 'A' (zero-pad identity) or 'B' "
+                             f"(1x1 conv + BN); got {cfg.get('shortcut')!r}.")
+        return CifarResNet(n, depth=depth, shortcut=shortcut, sw=sw)
+    return make
+
+
+def _stride(cfg) -> int:
+    s = cfg.get("stem_stride", 1)
+    if s not in (1, 2):
+        raise ValueError(f"config.model.stem_stride must be 1 or 2; got {s!r}.")
+    return int(s)
+
+
+def _resnet18(cfg, n, sw):
+    stem = cfg.get("stem", "cifar")
+    if stem not in STEMS:
+        raise ValueError(f"config.model.stem must be one of {', '.join(STEMS)}; got {stem!r}.")
+    return ResNet18(n, stem=stem, stem_stride=_stride(cfg), sw=sw)
+
+
+def _vgg16(cfg, n, sw):
+    return VGG16(n, stem_stride=_stride(cfg), sw=sw)
+
+
+_REGISTRY: dict[str, Callable[[Any, int, Switches], nn.Module]] = {
+    "mlp": _mlp,
+    "lenet5": _lenet5,
+    **{f"resnet{d}": _cifar_resnet(d) for d in (20, 32, 44, 56, 110)},
+    "resnet18": _resnet18,
+    "vgg16": _vgg16,
+}
+
+
+def names() -> list[str]:
+    """The valid values of `config.model.name`."""
+    return list(_REGISTRY)
+
+
+def build(cfg: Any, num_classes: int) -> nn.Module:
+    """The Flax module named by `cfg.name` (a `config.model` ConfigDict or dict)."""
+    name = cfg.get("name", None)
+    if name not in _REGISTRY:
+        raise ValueError(f"Unknown model {name!r} (config.model.name). Valid models: "
+                         f"{', '.join(names())}. Set --config.model.name to one of them.")
+    if int(num_classes) < 1:
+        raise ValueError(f"num_classes must be a positive integer; got {num_classes!r}.")
+    return _REGISTRY[name](cfg, int(num_classes), switches_from_config(cfg))

@@ -1,0 +1,450 @@
+"""The trainer: one jitted step for every method, evaluation of the hard-quantized
+network, checkpoint/resume, metrics (DESIGN.md).
+
+The trainer never looks at the method's name: everything that differs between
+methods comes through the `Method` fields (init / forward / project / tx /
+loss). Evaluation always runs `method.project(latent)`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxquant import checkpoints, data, methods, models, parallel
+from jaxquant.config_check import validate
+from jaxquant.errors import UserError
+from jaxquant.data import augment as augment_lib
+from jaxquant.masks import param_paths, quant_mask
+from jaxquant.methods.base import Context, Method, default_loss
+from jaxquant.metrics import MetricsWriter, plot_curves
+from jaxquant.optim import make_optimizer, make_schedule
+
+
+class Experiment(NamedTuple):
+    """Everything a run builds from its config before training."""
+    config: Any
+    dataset: Any
+    model: Any
+    method: Method
+    mesh: Any
+    learning_rate: optax.Schedule
+    steps_per_epoch: int
+    total_steps: int
+    params: Any          # initial (or warm-started) full-precision params
+    batch_stats: Any
+    mask: Any
+
+
+class Preempted(Exception):
+    """Raised internally when SIGTERM/SIGINT asks the run to stop."""
+
+
+class NonFiniteError(UserError):
+    """The loss or gradients became NaN/inf (config.train.on_nonfinite='stop')."""
+
+
+class WorkdirError(UserError):
+    """The workdir holds another run, or a run that cannot be resumed."""
+
+
+def _normalize(images, ds):
+    return augment_lib.normalize(images, ds.mean, ds.std)
+
+
+def build_experiment(config) -> Experiment:
+    """Data, model, method and schedules for `config` (no training)."""
+    validate(config)
+    ds = data.load(config.dataset)
+    model = models.build(config.model, ds.num_classes)
+    mesh = parallel.make_mesh()
+    batch = int(config.train.batch_size)
+    parallel.check_batch(batch, mesh)
+    n_train = len(ds.train.labels) if ds.train.in_memory else len(ds.train)
+    steps_per_epoch = max(n_train // batch, 1)
+    total_steps = int(config.train.steps) or int(config.train.epochs) * steps_per_epoch
+
+    key = jax.random.PRNGKey(config.seed)
+    variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, *ds.image_shape)), train=False))(key)
+    params, batch_stats = variables["params"], variables.get("batch_stats", {})
+    if config.init_checkpoint:
+        params, batch_stats = _warm_start(config.init_checkpoint, params, batch_stats)
+
+    mask = quant_mask(params, list(config.quant.include), list(config.quant.exclude))
+    mask_fn = lambda p: quant_mask(p, list(config.quant.include), list(config.quant.exclude),  # noqa: E731
+                                   strict=False)
+    lr = make_schedule(config.schedule, float(config.optimizer.lr), steps_per_epoch, total_steps)
+    ctx = Context(config=config, optimizer=make_optimizer(config.optimizer, lr), learning_rate=lr,
+                  mask=mask_fn, steps_per_epoch=steps_per_epoch)
+    method = methods.build(config.method.name, ctx)
+    return Experiment(config, ds, model, method, mesh, lr, steps_per_epoch, total_steps,
+                      params, batch_stats, mask)
+
+
+def _warm_start(path, params, batch_stats):
+    """Params and BN stats of another run, checked against this model's structure."""
+    loaded, loaded_bs, _ = checkpoints.load_weights(path)
+    for name, want, got in (("params", params, loaded), ("batch_stats", batch_stats, loaded_bs)):
+        want_s = jax.tree.map(jnp.shape, want)
+        got_s = jax.tree.map(jnp.shape, got)
+        if want_s != got_s:
+            raise checkpoints.CheckpointError(
+                f"config.init_checkpoint={path!r} holds {name} of another model "
+                f"(structure or shapes differ from config.model); warm-start from a run of the "
+                f"same model.")
+    return jax.tree.map(jnp.asarray, loaded), jax.tree.map(jnp.asarray, loaded_bs)
+
+
+def init_state(exp: Experiment) -> dict:
+    """The train state at step 0: {'step', 'latent', 'opt_state', 'batch_stats', 'rng'}."""
+    latent = exp.method.init(exp.params)
+    return dict(step=jnp.zeros([], jnp.int32), latent=latent, opt_state=exp.method.tx.init(latent),
+                batch_stats=exp.batch_stats, rng=jax.random.PRNGKey(exp.config.seed + 1))
+
+
+def make_train_step(exp: Experiment):
+    """state, images (uint8), labels -> new state, metrics; the whole update in one function."""
+    method, model, ds = exp.method, exp.model, exp.dataset
+    loss_fn = method.loss or default_loss
+
+    def step_fn(state, images, labels):
+        step = state["step"]
+        key = jax.random.fold_in(state["rng"], step)
+        x = _normalize(augment_lib.augment(key, images, ds.augment), ds)
+
+        def objective(latent):
+            return loss_fn(method, model.apply, latent, state["batch_stats"], x, labels, step)
+
+        (loss, aux), grads = jax.value_and_grad(objective, has_aux=True)(state["latent"])
+        updates, opt_state = method.tx.update(grads, state["opt_state"], state["latent"])
+        latent = optax.apply_updates(state["latent"], updates)
+        new = dict(step=step + 1, latent=latent, opt_state=opt_state,
+                   batch_stats=aux.batch_stats, rng=state["rng"])
+        # A step with a non-finite loss or gradient is never applied: the state
+        # stays the last good one, and the host decides to stop or go on.
+        bad_leaves = jnp.stack([~jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)])
+        finite = jnp.isfinite(loss) & ~jnp.any(bad_leaves)
+        new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, dict(state, step=step + 1))
+        metrics = dict(train_loss=loss,
+                       train_accuracy=jnp.mean(jnp.argmax(aux.logits, -1) == labels),
+                       lr=exp.learning_rate(step), nonfinite_leaves=bad_leaves,
+                       finite=finite, **dict(aux.metrics))
+        return new, metrics
+
+    return step_fn
+
+
+def make_eval_fn(exp: Experiment):
+    """weights, batch_stats, images, labels, valid -> (#correct, summed loss)."""
+    model, ds = exp.model, exp.dataset
+
+    @jax.jit
+    def eval_batch(params, batch_stats, images, labels, valid):
+        logits = model.apply({"params": params, "batch_stats": batch_stats},
+                             _normalize(images, ds), train=False)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+        correct = (jnp.argmax(logits, -1) == labels) & valid
+        return jnp.sum(correct), jnp.sum(jnp.where(valid, loss, 0.0))
+
+    return eval_batch
+
+
+def evaluate(exp: Experiment, eval_batch, params, batch_stats, split) -> dict:
+    """Accuracy and mean loss of (params, batch_stats) on a split, in fixed-size batches."""
+    n = len(split.labels) if split.in_memory else len(split)
+    size = int(exp.config.train.eval_batch_size)
+    size -= size % exp.mesh.devices.size
+    size = max(size, exp.mesh.devices.size)
+    sharding = parallel.batch_sharded(exp.mesh)
+    correct, loss = 0, 0.0
+    for start in range(0, n, size):
+        idx = np.arange(start, min(start + size, n))
+        if split.in_memory:
+            images, labels = split.images[idx], split.labels[idx]
+        else:
+            images, labels = split.get_batch(idx)
+        pad = size - len(idx)
+        valid = np.arange(size) < len(idx)
+        if pad:
+            images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
+            labels = np.concatenate([labels, np.zeros((pad,), labels.dtype)])
+        c, lsum = eval_batch(params, batch_stats, *jax.device_put((images, labels, valid), sharding))
+        correct += int(c)
+        loss += float(lsum)
+    return dict(accuracy=correct / max(n, 1), loss=loss / max(n, 1))
+
+
+class _Batches:
+    """Training batches: an on-device gather for in-memory data, host loading otherwise.
+
+    The order is a function of (seed, epoch) only, so a resumed run sees the
+    same batches as an uninterrupted one.
+    """
+
+    def __init__(self, exp: Experiment):
+        self.exp = exp
+        self.split = exp.dataset.train
+        self.batch = int(exp.config.train.batch_size)
+        self.key = jax.random.PRNGKey(exp.config.seed + 2)
+        self.sharding = parallel.batch_sharded(exp.mesh)
+        self._perm_epoch, self._perm = None, None
+        if self.split.in_memory:
+            rep = parallel.replicated(exp.mesh)
+            self.images = jax.device_put(self.split.images, rep)
+            self.labels = jax.device_put(self.split.labels, rep)
+            n = len(self.split.labels)
+            self._permute = jax.jit(lambda k: jax.random.permutation(k, n), out_shardings=rep)
+            self._take = jax.jit(self._gather, out_shardings=(self.sharding, self.sharding))
+        else:
+            n = len(self.split)
+            self._permute = lambda k: np.asarray(jax.random.permutation(k, n))
+
+    def _gather(self, images, labels, perm, i):
+        idx = jax.lax.dynamic_slice_in_dim(perm, i * self.batch, self.batch)
+        return images[idx], labels[idx]
+
+    def get(self, step: int):
+        epoch, i = divmod(step, self.exp.steps_per_epoch)
+        if epoch != self._perm_epoch:
+            self._perm = self._permute(jax.random.fold_in(self.key, epoch))
+            self._perm_epoch = epoch
+        if self.split.in_memory:
+            return self._take(self.images, self.labels, self._perm, i)
+        idx = self._perm[i * self.batch:(i + 1) * self.batch]
+        return jax.device_put(self.split.get_batch(idx), self.sharding)
+
+
+def _check_finite(host_metrics, first_step, paths, ckpt, policy, log):
+    """Stop (policy 'stop') or report (policy 'skip') steps whose update was skipped."""
+    bad = [i for i, m in enumerate(host_metrics) if not m["finite"]]
+    if not bad:
+        return
+    m = host_metrics[bad[0]]
+    leaves = [p for p, b in zip(paths, m["nonfinite_leaves"]) if b] or ["(the loss itself)"]
+    where = (f"non-finite loss/gradients at step {first_step + bad[0]} "
+             f"({len(bad)} of the last {len(host_metrics)} steps); offending gradient leaves: "
+             f"{', '.join(leaves[:10])}")
+    if policy == "skip":
+        log(f"warning: {where}; those updates were skipped (config.train.on_nonfinite='skip').")
+        return
+    raise NonFiniteError(
+        f"{where}. The update was not applied; the last good checkpoint is step "
+        f"{ckpt.latest_step()} in {ckpt.directory}. Lower config.optimizer.lr, or set "
+        f"config.train.on_nonfinite='skip' to skip such steps.")
+
+
+def _check_workdir(workdir: str, config) -> bool:
+    """True if `workdir` holds an earlier run of this experiment to resume.
+
+    A workdir with another experiment's config (dataset, model, method or quant
+    rules differ), or with run outputs but no checkpoint, is refused rather
+    than silently overwritten.
+    """
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        return False
+    try:
+        with open(path) as f:
+            old = json.load(f)
+    except (OSError, ValueError):
+        old = None
+    new = json.loads(config.to_json_best_effort())
+    if old is not None:
+        for section in ("dataset", "model", "method", "quant"):
+            if old.get(section) != new.get(section):
+                raise WorkdirError(
+                    f"{workdir!r} holds a run with a different config.{section} "
+                    f"({old.get(section)} vs {new.get(section)}). Use another --workdir, or "
+                    f"pass --overwrite to delete that run and start afresh.")
+    if not os.path.isdir(os.path.join(workdir, checkpoints.CHECKPOINT_DIR)):
+        raise WorkdirError(
+            f"{workdir!r} holds run outputs but no checkpoint to resume from; pass --overwrite "
+            f"to start afresh there, or use another --workdir.")
+    return True
+
+
+def _restore_latest(ckpt, abstract, log):
+    """(state, meta) of the newest readable checkpoint, falling back to older ones."""
+    steps = sorted(ckpt.all_steps(), reverse=True)
+    problems = []
+    for step in steps:
+        try:
+            return ckpt.restore(step, abstract)
+        except Exception as e:  # truncated / missing files, shape mismatch: orbax raises many types
+            where = os.path.join(ckpt.directory, str(step))
+            problems.append(f"{where}: {str(e).splitlines()[0][:300]}")
+            log(f"warning: cannot read checkpoint {where} ({problems[-1]}); trying an older one.")
+    raise WorkdirError(
+        "no readable checkpoint to resume from: " + "; ".join(problems) +
+        ". If the model or method changed, use another --workdir; to discard this run, pass "
+        "--overwrite.")
+
+
+def _progress(total, initial):
+    from tqdm import tqdm
+    return tqdm(total=total, initial=initial, disable=not sys.stderr.isatty(), unit="step",
+                dynamic_ncols=True, leave=False)
+
+
+def _write_summary(workdir, params, mask) -> str:
+    from jaxquant.export import summary_table
+    table = summary_table(params, mask)
+    with open(os.path.join(workdir, "summary.txt"), "w") as f:
+        f.write(table + "\n")
+    return table
+
+
+def _install_signal_handlers(flag: dict):
+    def handler(signum, frame):
+        del frame
+        flag["signal"] = signum
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread
+            pass
+    return previous
+
+
+def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = None,
+                       log=print) -> dict:
+    """Train `config` in `workdir` (resuming if it holds checkpoints) and return
+    the final metrics: test accuracy of the hard-quantized network, best
+    validation accuracy and the test accuracy at it, step, preempted flag.
+
+    `stop_after_steps` stops early as a preemption would (tests use it).
+    """
+    exp = build_experiment(config)
+    resuming = _check_workdir(workdir, config)
+    os.makedirs(workdir, exist_ok=True)
+    method, mesh = exp.method, exp.mesh
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json_best_effort(indent=2))
+
+    rep = parallel.replicated(mesh)
+    state = jax.device_put(init_state(exp), rep)
+    latent_paths = param_paths(state["latent"])
+    project = jax.jit(method.project)
+    table = _write_summary(workdir, jax.device_get(project(state["latent"])), exp.mask)
+    log(table)
+
+    ckpt = checkpoints.Checkpointer(workdir, keep=int(config.train.keep_checkpoints))
+    best_ckpt = checkpoints.Checkpointer(workdir, keep=1, subdir="best")
+    writer = MetricsWriter(workdir, enabled=jax.process_index() == 0)
+    meta = dict(best_val_accuracy=-1.0, test_at_best_val=-1.0, best_step=-1)
+    if resuming and ckpt.all_steps():
+        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), state)
+        state, meta = _restore_latest(ckpt, abstract, log)
+        writer.truncate_after(int(state["step"]))
+        log(f"resumed from {ckpt.directory} at step {int(state['step'])}")
+    start = int(state["step"])
+
+    train_step = jax.jit(make_train_step(exp), donate_argnums=0)
+    eval_batch = make_eval_fn(exp)
+    batches = _Batches(exp)
+    eval_every = int(config.train.eval_every_steps) or exp.steps_per_epoch
+    ckpt_every = int(config.train.checkpoint_every_steps) or eval_every
+    log_every = max(int(config.train.log_every_steps), 1)
+    end = exp.total_steps if stop_after_steps is None else min(exp.total_steps, stop_after_steps)
+    has_val = exp.dataset.validation is not None
+
+    def run_eval(step):
+        weights = project(state["latent"])
+        out = {}
+        if has_val:
+            out["val_accuracy"] = evaluate(exp, eval_batch, weights, state["batch_stats"],
+                                           exp.dataset.validation)["accuracy"]
+        test = evaluate(exp, eval_batch, weights, state["batch_stats"], exp.dataset.test)
+        out.update(test_accuracy=test["accuracy"], test_loss=test["loss"])
+        score = out.get("val_accuracy", out["test_accuracy"])
+        if score > meta["best_val_accuracy"]:
+            meta.update(best_val_accuracy=score, test_at_best_val=out["test_accuracy"], best_step=step)
+            best_ckpt.save(step, dict(params=weights, batch_stats=state["batch_stats"]), dict(meta))
+        return out
+
+    def save(step):
+        weights = project(state["latent"])
+        ckpt.save(step, dict(params=weights, batch_stats=state["batch_stats"]), dict(meta),
+                  state=state)
+
+    stop = {}
+    previous_handlers = _install_signal_handlers(stop)
+    pending = []
+    bar = _progress(end, start)
+    t0 = time.time()
+    try:
+        for step in range(start, end):
+            images, labels = batches.get(step)
+            state, metrics = train_step(state, images, labels)
+            pending.append(metrics)
+            done = step + 1
+            is_eval = done % eval_every == 0 or done == exp.total_steps
+            if done % log_every == 0 or is_eval or done == end:
+                host = jax.device_get(pending)
+                pending = []
+                _check_finite(host, done - len(host) + 1, latent_paths, ckpt,
+                              config.train.on_nonfinite, log)
+                record = {k: float(np.mean([m[k] for m in host])) for k in host[0]
+                          if k not in ("nonfinite_leaves", "finite")}
+                if is_eval:
+                    record.update(run_eval(done))
+                    log(f"step {done}/{exp.total_steps}: " + ", ".join(
+                        f"{k}={v:.4g}" for k, v in record.items() if k != "lr"))
+                writer.write(done, **record)
+                bar.set_postfix(loss=f"{record['train_loss']:.3f}",
+                                acc=f"{record['train_accuracy']:.3f}")
+            if done % ckpt_every == 0 or done == end:
+                save(done)
+            bar.update(1)
+            if stop.get("signal") is not None:
+                if done % ckpt_every and done != end:
+                    save(done)
+                raise Preempted()
+        preempted = end < exp.total_steps
+    except Preempted:
+        preempted = True
+        log(f"stopped by signal {stop['signal']} at step {int(state['step'])}; "
+            f"checkpoint saved — rerun the same command to resume.")
+    finally:
+        bar.close()
+        for sig, h in previous_handlers.items():
+            signal.signal(sig, h)
+        ckpt.close()
+        best_ckpt.close()
+        writer.close()
+
+    result = dict(step=int(state["step"]), preempted=preempted, seconds=time.time() - t0,
+                  best_val_accuracy=meta["best_val_accuracy"] if has_val else None,
+                  test_at_best_val=meta["test_at_best_val"], best_step=meta["best_step"])
+    if not preempted:
+        plot_curves(workdir)
+        result["test_accuracy"] = result["final_test_accuracy"] = evaluate(
+            exp, eval_batch, project(state["latent"]), state["batch_stats"],
+            exp.dataset.test)["accuracy"]
+        if config.train.select_best and has_val:
+            result["test_accuracy"] = meta["test_at_best_val"]
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "result.json"), "w") as f:
+            json.dump(result, f, indent=2)
+    return result
+
+
+def run(config, workdir: str, overwrite: bool = False) -> dict:
+    """Entry point of `jaxquant.main`: train `config` in `workdir`.
+
+    With `overwrite`, an existing run in `workdir` is deleted first; without
+    it, an existing run of the same experiment is resumed.
+    """
+    if overwrite and os.path.isdir(workdir):
+        shutil.rmtree(workdir)
+    return train_and_evaluate(config, workdir)
