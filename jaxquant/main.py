@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from jaxquant.errors import UserError
@@ -33,6 +33,7 @@ def main(argv):
     if len(argv) > 1:
         fail(f"unexpected arguments {argv[1:]}; pass options as --config=... --workdir=... and "
              f"overrides as --config.section.key=value.")
+    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     from jaxquant import train  # heavy imports after flag parsing
     try:
         result = train.run(_CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value)

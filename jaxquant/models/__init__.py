@@ -31,6 +31,8 @@ after the first `dense1`, `dense2`, ..., VGG convs after the first `conv1` ..
 """
 from __future__ import annotations
 
+from jaxquant.errors import ConfigError
+
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -59,7 +61,7 @@ def _cifar_resnet(depth):
     def make(cfg, n, sw):
         shortcut = str(cfg.get("shortcut", "A")).upper()
         if shortcut not in ("A", "B"):
-            raise ValueError(f"config.model.shortcut must be 'A' (zero-pad identity) or 'B' "
+            raise ConfigError(f"config.model.shortcut must be 'A' (zero-pad identity) or 'B' "
                              f"(1x1 conv + BN); got {cfg.get('shortcut')!r}.")
         return CifarResNet(n, depth=depth, shortcut=shortcut, sw=sw)
     return make
@@ -68,14 +70,14 @@ def _cifar_resnet(depth):
 def _stride(cfg) -> int:
     s = cfg.get("stem_stride", 1)
     if s not in (1, 2):
-        raise ValueError(f"config.model.stem_stride must be 1 or 2; got {s!r}.")
+        raise ConfigError(f"config.model.stem_stride must be 1 or 2; got {s!r}.")
     return int(s)
 
 
 def _resnet18(cfg, n, sw):
     stem = cfg.get("stem", "cifar")
     if stem not in STEMS:
-        raise ValueError(f"config.model.stem must be one of {', '.join(STEMS)}; got {stem!r}.")
+        raise ConfigError(f"config.model.stem must be one of {', '.join(STEMS)}; got {stem!r}.")
     return ResNet18(n, stem=stem, stem_stride=_stride(cfg), sw=sw)
 
 
@@ -101,8 +103,8 @@ def build(cfg: Any, num_classes: int) -> nn.Module:
     """The Flax module named by `cfg.name` (a `config.model` ConfigDict or dict)."""
     name = cfg.get("name", None)
     if name not in _REGISTRY:
-        raise ValueError(f"Unknown model {name!r} (config.model.name). Valid models: "
+        raise ConfigError(f"Unknown model {name!r} (config.model.name). Valid models: "
                          f"{', '.join(names())}. Set --config.model.name to one of them.")
     if int(num_classes) < 1:
-        raise ValueError(f"num_classes must be a positive integer; got {num_classes!r}.")
+        raise ConfigError(f"num_classes must be a positive integer; got {num_classes!r}.")
     return _REGISTRY[name](cfg, int(num_classes), switches_from_config(cfg))

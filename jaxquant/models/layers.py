@@ -11,6 +11,8 @@ straight-through gradient; and every ReLU of the network becomes clip(x, 0, 1)
 """
 from __future__ import annotations
 
+from jaxquant.errors import ConfigError
+
 import dataclasses
 import functools
 from typing import Any, Optional
@@ -61,7 +63,7 @@ def switches_from_config(cfg: Any) -> Switches:
     """Read and validate the switches from a `config.model` ConfigDict / dict."""
     init = cfg.get("init", "default")
     if init not in INITS:
-        raise ValueError(f"config.model.init must be one of {', '.join(INITS)}; got {init!r}.")
+        raise ConfigError(f"config.model.init must be one of {', '.join(INITS)}; got {init!r}.")
     act_bits = cfg.get("act_bits", 0)
     if act_bits is None:
         act_bits = 0
@@ -69,11 +71,11 @@ def switches_from_config(cfg: Any) -> Switches:
         try:
             act_bits = quantizers.check_bits(act_bits, "config.model.act_bits")
         except (TypeError, ValueError):
-            raise ValueError(f"config.model.act_bits must be 0 (off) or an integer in 1..8; "
+            raise ConfigError(f"config.model.act_bits must be 0 (off) or an integer in 1..8; "
                              f"got {act_bits!r}.") from None
     momentum = float(cfg.get("bn_momentum", 0.9))
     if not 0.0 <= momentum < 1.0:
-        raise ValueError(f"config.model.bn_momentum must be in [0, 1) (Flax convention, "
+        raise ConfigError(f"config.model.bn_momentum must be in [0, 1) (Flax convention, "
                          f"0.9 = PyTorch 0.1); got {momentum!r}.")
     use_bias = cfg.get("use_bias", None)
     return Switches(affine_bn=bool(cfg.get("affine_bn", True)),

@@ -2,6 +2,8 @@
 (METHODS.md §1) or the ImageNet stem."""
 from __future__ import annotations
 
+from jaxquant.errors import ConfigError
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -38,7 +40,7 @@ class ResNet18(nn.Module):
             x = layers.activation(sw, layers.batch_norm(sw, train, "bn_stem")(x))
             x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         else:
-            raise ValueError(f"config.model.stem must be one of {', '.join(STEMS)}; got {self.stem!r}.")
+            raise ConfigError(f"config.model.stem must be one of {', '.join(STEMS)}; got {self.stem!r}.")
         for s, width in enumerate(WIDTHS):
             for b in range(2):
                 stride = 2 if s > 0 and b == 0 else 1
