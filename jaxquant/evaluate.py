@@ -43,9 +43,8 @@ def evaluate_export(directory: str, split: str = "test") -> dict:
 
 def main(argv):
     from absl import flags
-
-    from jaxquant.main import fail
     del argv
+    fail = export_lib.fail
     FLAGS = flags.FLAGS
     try:
         out = evaluate_export(FLAGS.export, FLAGS.split)

@@ -330,10 +330,15 @@ def export_run(workdir: str, out: str | None = None, step: int | None = None,
     return out
 
 
+def fail(message: str) -> None:
+    """End a CLI with a one-paragraph user-error message and exit status 2."""
+    import sys
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def main(argv):
     from absl import flags
-
-    from jaxquant.main import fail
     del argv
     FLAGS = flags.FLAGS
     try:
