@@ -183,3 +183,48 @@ def test_binary_connect_learns_a_binary_linear_classifier():
         for _ in range(100):
             latent, state = step(latent, state)
         np.testing.assert_array_equal(m.project(latent)["w"], teacher)
+
+
+@pytest.mark.parametrize("name,method,levels", [
+    ("bc_digits", "binary_connect", 2),
+    ("bc_fashion_mnist", "binary_connect", 2),
+    ("dorefa_cifar10_resnet20", "dorefa", 2),
+    ("bwn_cifar10_resnet20", "bwn", 2),
+])
+def test_baseline_configs_build_their_method_and_quantize_every_kernel(name, method, levels):
+    from conftest import load_config
+    from jaxquant import models
+    from jaxquant.config_check import validate
+
+    config = load_config(name)
+    validate(config)
+    assert config.method.name == method
+    shape = {"cifar10": (32, 32, 3), "fashion_mnist": (28, 28, 1), "digits": (8, 8, 1)}[config.dataset.name]
+    model = models.build(config.model, 10)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, *shape)), train=False))
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(lambda s: rng.normal(size=s.shape).astype(s.dtype), shapes["params"])
+    mask_fn = lambda p: quant_mask(p, list(config.quant.include), list(config.quant.exclude))  # noqa: E731
+    ctx = Context(config=config, optimizer=optax.adam(1e-3), learning_rate=lambda s: 1e-3,
+                  mask=mask_fn, steps_per_epoch=10)
+    projected = jax.jit(methods.build(config.method.name, ctx).project)(params)
+    for path, x in jax.tree_util.tree_flatten_with_path(projected)[0]:
+        n_levels = len(np.unique(np.asarray(x)))
+        if jax.tree_util.keystr(path).endswith("['kernel']"):
+            assert n_levels == levels, path
+        else:
+            assert n_levels > levels, path
+
+
+def test_dorefa_config_takes_bit_width_overrides():
+    from conftest import load_config
+    from jaxquant.config_check import validate
+    from jaxquant.errors import ConfigError
+
+    config = load_config("dorefa_cifar10_resnet20")
+    for bits in (1, 2, 4):
+        config.method.weight_bits = bits
+        validate(config)
+    config.method.weight_bits = 9
+    with pytest.raises(ConfigError, match=r"config.method.weight_bits must be an integer in 1..8"):
+        validate(config)
