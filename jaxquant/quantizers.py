@@ -16,8 +16,12 @@ Array = jax.Array
 
 
 def check_bits(bits: int, name: str = "bits") -> int:
-    """Validate a bit width: an integer in 1..8."""
-    if isinstance(bits, bool) or int(bits) != bits or not 1 <= int(bits) <= 8:
+    """Validate a bit width: an integer in 1..8 (returned as a Python int)."""
+    try:
+        ok = not isinstance(bits, (bool, str)) and int(bits) == bits and 1 <= int(bits) <= 8
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
         raise ValueError(f"{name} must be an integer in 1..8, got {bits!r}.")
     return int(bits)
 
@@ -45,38 +49,58 @@ def twn(x: Array, ratio: float = 0.7) -> Array:
     return jnp.where(pos, mean_pos, jnp.where(neg, mean_neg, 0.0)).astype(x.dtype)
 
 
-def uniform(x: Array, bits: int) -> Array:
-    """k-bit uniform quantizer on [0, 1]: q_k(x) = round((2^k - 1) x) / (2^k - 1)."""
+def uniform(x: Array, bits: int, ste: bool = False) -> Array:
+    """k-bit uniform quantizer on [0, 1]: q_k(x) = round((2^k - 1) x) / (2^k - 1).
+
+    With `ste`, the gradient passes straight through the rounding only
+    (DoReFa's rule): d q_k / dx = 1.
+    """
     n = 2.0 ** check_bits(bits) - 1.0
-    return jnp.round(x * n) / n
+    rnd = straight_through(jnp.round) if ste else jnp.round
+    return rnd(x * n) / n
 
 
-def dorefa_weight(w: Array, bits: int, scale: bool = False) -> Array:
+def dorefa_weight(w: Array, bits: int, scale: bool = False, ste: bool = False,
+                  detach_max: bool = False) -> Array:
     """DoReFa weights: 2 q_k(tanh w / (2 max|tanh w|) + 1/2) - 1, in [-1, 1].
 
     At 1 bit this is sign(w) (levels ±1). With `scale`, the result is
-    multiplied by E = mean|w| (PD-QAT; DoReFa's 1-bit E·sign(w)).
+    multiplied by E = stop_grad(mean|w|) (PD-QAT at every bit width;
+    DoReFa's own 1-bit rule E·sign(w)).
+    With `ste`, gradients follow DoReFa (Zhou et al. 2016): straight through
+    the rounding (and through sign at 1 bit), true gradient through tanh and
+    the max normaliser; `detach_max` stops the gradient through max|tanh w|
+    (MetaQuant's variant). Without `ste` no gradient rule is implied.
     """
     bits = check_bits(bits)
     if bits == 1:
-        q = sign(w)
+        q = straight_through(sign)(w) if ste else sign(w)
     else:
         t = jnp.tanh(w)
-        t = t / (2.0 * jnp.max(jnp.abs(t))) + 0.5
-        q = 2.0 * uniform(t, bits) - 1.0
+        m = jnp.maximum(jnp.max(jnp.abs(t)), jnp.finfo(t.dtype).tiny)
+        if detach_max:
+            m = jax.lax.stop_gradient(m)
+        q = 2.0 * uniform(t / (2.0 * m) + 0.5, bits, ste=ste) - 1.0
     if scale:
-        q = q * jnp.mean(jnp.abs(w))
+        q = q * jax.lax.stop_gradient(jnp.mean(jnp.abs(w)))
     return q
 
 
-def dorefa_activation(x: Array, bits: int) -> Array:
-    """DoReFa activations: q_k(clip(x, 0, 1))."""
-    return uniform(jnp.clip(x, 0.0, 1.0), bits)
+def dorefa_activation(x: Array, bits: int, ste: bool = False) -> Array:
+    """DoReFa activations: q_k(clip(x, 0, 1)).
+
+    With `ste`, straight through the rounding; the clip keeps its own
+    gradient (1 on [0, 1], 0 outside).
+    """
+    return uniform(jnp.clip(x, 0.0, 1.0), bits, ste=ste)
 
 
 def bwn(w: Array) -> Array:
-    """Binary-weight network: mean|w| * sign(w) (per tensor)."""
-    return jnp.mean(jnp.abs(w)) * sign(w)
+    """Binary-weight network (Rastegari et al. 2016): alpha sign(w), alpha = mean|w| per tensor.
+
+    alpha is stop-gradiented (MetaQuant's BWN forward); wrap in an STE to train.
+    """
+    return jax.lax.stop_gradient(jnp.mean(jnp.abs(w))) * sign(w)
 
 
 def pow2_codebook(levels: int, alpha: float | Array = 1.0) -> Array:
@@ -102,13 +126,20 @@ def nearest(x: Array, codebook: Array) -> Array:
 
 
 def straight_through(q: Callable[[Array], Array]) -> Callable[[Array], Array]:
-    """q in the forward pass, identity gradient in the backward pass."""
-    return lambda x: x + jax.lax.stop_gradient(q(x) - x)
+    """Identity STE: forward exactly q(x), backward d/dx = 1.
+
+    Written as sg(q(x)) + (x - sg(x)) (sg = stop_gradient): the second term is
+    exactly 0 in the forward pass, so the forward value is bit-identical to
+    q(x), and unlike a custom_vjp it may close over traced values.
+    """
+    def f(x):
+        return jax.lax.stop_gradient(q(x)) + (x - jax.lax.stop_gradient(x))
+    return f
 
 
 def gated_straight_through(q: Callable[[Array], Array]) -> Callable[[Array], Array]:
-    """q forward; gradient 1_{|x| <= 1} (hard-tanh STE, Hubara et al. 2016)."""
+    """Hard-tanh-gated STE (Hubara et al. 2016): forward exactly q(x), d/dx = 1_{|x| <= 1}."""
     def f(x):
-        gated = jnp.clip(x, -1.0, 1.0)
-        return gated + jax.lax.stop_gradient(q(x) - gated)
+        gate = jax.lax.stop_gradient((jnp.abs(x) <= 1.0).astype(x.dtype))
+        return jax.lax.stop_gradient(q(x)) + gate * (x - jax.lax.stop_gradient(x))
     return f

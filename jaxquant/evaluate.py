@@ -1,0 +1,67 @@
+"""Evaluate an export: `python -m jaxquant.evaluate --export runs/x/export`.
+
+Loads the bit-packed weights written by `jaxquant.export`, rebuilds the model and
+dataset from the config stored in the manifest, and runs the trainer's own
+evaluation on the test split, so the accuracy equals the in-training accuracy of
+the hard-quantized network at that step exactly.
+"""
+from __future__ import annotations
+
+import jax
+import ml_collections
+
+from jaxquant import export as export_lib
+from jaxquant.errors import UserError
+
+
+def evaluate_export(directory: str, split: str = "test") -> dict:
+    """{'accuracy', 'loss', 'step', 'training_test_accuracy' (if recorded)} of an export."""
+    from jaxquant import train
+
+    params, batch_stats, manifest = export_lib.load(directory)
+    config = ml_collections.ConfigDict(manifest["config"])
+    if not manifest["config"]:
+        raise export_lib.ExportError(f"{directory}/{export_lib.MANIFEST} holds no run config; "
+                                     f"only exports of trainer runs can be evaluated here.")
+    config.init_checkpoint = ""  # the weights come from the export, not a warm start
+    exp = train.build_experiment(config)
+    want = jax.tree.map(lambda x: (x.shape, x.dtype), (exp.params, exp.batch_stats))
+    got = jax.tree.map(lambda x: (x.shape, x.dtype), (params, batch_stats))
+    if want != got:
+        raise export_lib.ExportError(
+            f"{directory}/{export_lib.MANIFEST}: the tensors do not match the model of its config "
+            f"({config.model.name}); the export is corrupted or was edited.")
+    data = getattr(exp.dataset, split, None)
+    if data is None:
+        raise UserError(f"the dataset {config.dataset.name!r} has no {split!r} split.")
+    out = train.evaluate(exp, train.make_eval_fn(exp), params, batch_stats, data)
+    out["step"] = manifest["info"].get("step")
+    if "training_test_accuracy" in manifest["info"]:
+        out["training_test_accuracy"] = manifest["info"]["training_test_accuracy"]
+    return out
+
+
+def main(argv):
+    from absl import flags
+    del argv
+    fail = export_lib.fail
+    FLAGS = flags.FLAGS
+    try:
+        out = evaluate_export(FLAGS.export, FLAGS.split)
+    except UserError as e:
+        fail(str(e))
+    line = (f"{FLAGS.split} accuracy: {100 * out['accuracy']:.2f}% (loss {out['loss']:.4f}) "
+            f"of the export at {FLAGS.export}, step {out['step']}")
+    if "training_test_accuracy" in out and FLAGS.split == "test":
+        same = "matches" if out["accuracy"] == out["training_test_accuracy"] else "DIFFERS FROM"
+        line += f"; {same} the in-training {100 * out['training_test_accuracy']:.2f}%"
+    print(line)
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+
+    flags.DEFINE_string("export", None, "Export directory written by `python -m jaxquant.export`.")
+    flags.DEFINE_string("split", "test", "Split to evaluate: test | validation.")
+    flags.mark_flag_as_required("export")
+    app.run(main)

@@ -1,0 +1,184 @@
+"""Baselines: STE on any quantizer, BinaryConnect (two published variants), BWN, DoReFa.
+
+Every baseline keeps the full-precision weights as the latent (init = identity),
+runs the forward pass at Q(latent) with a straight-through gradient, and rounds
+with the same Q (no STE) for evaluation and export. Formulas: METHODS.md §2
+(ProxQuant's lazy projection = BinaryConnect), §3 (BWN), §6 (DoReFa).
+
+Notebook use, on any params pytree::
+
+    method = jq.binary_connect(optax.adam(1e-2), mask=lambda p: jq.quant_mask(p, exclude=[".*bias"]))
+    latent = method.init(params); opt_state = method.tx.init(latent)
+    loss = loss_fn(method.forward(latent, step)) ...; evaluate on method.project(latent)
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional, Union
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxquant import quantizers as Q
+from jaxquant.methods.base import Context, Method, masked_map
+
+Params = Any
+Array = jax.Array
+MaskLike = Union[None, Callable[[Params], Params], Params]
+
+QUANTIZERS = ("sign", "ternary", "twn", "bwn", "dorefa", "pow2")
+BC_VARIANTS = ("md_bnn", "proxquant")
+
+
+def _mask_fn(mask: MaskLike) -> Callable[[Params], Params]:
+    """A params -> bool-pytree function from None (all leaves), a function, or a bool pytree."""
+    if mask is None:
+        return lambda p: jax.tree.map(lambda _: True, p)
+    if callable(mask):
+        return mask
+    return lambda p: mask
+
+
+def quantizer(name: str, *, bits: int = 1, threshold: float = 0.5, ratio: float = 0.7,
+              levels: int = 3, alpha: Optional[float] = None,
+              scale: bool = False) -> Callable[[Array], Array]:
+    """The hard quantizer called `name`, as a function of one tensor (no gradient rule).
+
+    sign:    sign(w), sign(0) = +1                          (levels ±1)
+    ternary: -1 if w <= -threshold, +1 if w >= threshold, else 0
+    twn:     TWN with Delta = ratio * mean|w| and asymmetric means
+    bwn:     mean|w| * sign(w)
+    dorefa:  DoReFa k-bit weights (`bits`), times mean|w| if `scale`
+    pow2:    nearest level of the power-of-two codebook with `levels` entries and
+             step alpha (alpha = mean|w| per tensor when None or 0, L-DNQ's alpha_0)
+    """
+    if name == "sign":
+        return Q.sign
+    if name == "ternary":
+        return lambda w: Q.ternary(w, threshold)
+    if name == "twn":
+        return lambda w: Q.twn(w, ratio)
+    if name == "bwn":
+        return Q.bwn
+    if name == "dorefa":
+        bits = Q.check_bits(bits, "config.method.bits")
+        return lambda w: Q.dorefa_weight(w, bits, scale=scale)
+    if name == "pow2":
+        Q.pow2_codebook(levels)  # validates `levels` now, not at trace time
+
+        def pow2(w):
+            a = alpha if alpha else jax.lax.stop_gradient(jnp.mean(jnp.abs(w)))
+            return Q.nearest(w, Q.pow2_codebook(levels, a).astype(w.dtype))
+        return pow2
+    raise ValueError(f"unknown quantizer {name!r} (config.method.quantizer). "
+                     f"Valid quantizers: {', '.join(QUANTIZERS)}.")
+
+
+def _method(forward_q: Callable[[Array], Array], project_q: Callable[[Array], Array],
+            tx: optax.GradientTransformation, mask: MaskLike) -> Method:
+    """latent = params; forward/project apply forward_q/project_q to the masked leaves."""
+    mask_fn = _mask_fn(mask)
+    return Method(
+        init=lambda params: params,
+        forward=lambda latent, step: masked_map(forward_q, mask_fn(latent), latent),
+        project=lambda latent: masked_map(project_q, mask_fn(latent), latent),
+        tx=tx)
+
+
+class ClipLatentsState(NamedTuple):
+    """clip_latents is stateless."""
+
+
+def clip_latents(low: float = -1.0, high: float = 1.0) -> optax.GradientTransformation:
+    """Keep latents in a box after the step: theta_{t+1} = clip(theta_t + u_t, low, high).
+
+    ProxQuant's lazy projection (= BinaryConnect, Courbariaux et al. 2015) clips the
+    quantized latents to [-1, 1] after every step. Restrict it to the quantized
+    leaves with `optax.masked(clip_latents(), mask)`.
+    """
+    def init(params):
+        del params
+        return ClipLatentsState()
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("clip_latents needs the params: call tx.update(updates, state, params).")
+        new = jax.tree.map(lambda p, u: jnp.clip(p + u, low, high) - p, params, updates)
+        return new, state
+
+    return optax.GradientTransformation(init, update)
+
+
+def ste(optimizer: optax.GradientTransformation, quantizer_name: str = "sign", *,
+        mask: MaskLike = None, gated: bool = False, **quantizer_kwargs) -> Method:
+    """Straight-through estimator over any quantizer (see `quantizer`).
+
+    forward: Q(w) with gradient 1 (identity STE) or 1_{|w| <= 1} (`gated`, hard-tanh STE);
+    project: Q(w); tx: `optimizer` on every leaf.
+    """
+    q = quantizer(quantizer_name, **quantizer_kwargs)
+    wrap = Q.gated_straight_through if gated else Q.straight_through
+    return _method(wrap(q), q, optimizer, mask)
+
+
+def binary_connect(optimizer: optax.GradientTransformation, *, mask: MaskLike = None,
+                   variant: str = "md_bnn") -> Method:
+    """BinaryConnect (Courbariaux et al. 2015): forward at sign(w), step on w.
+
+    variant 'md_bnn':    hard-tanh-gated STE, gradient 1_{|w| <= 1}, no latent clipping
+                         (the BC baseline of md-bnn / PMF).
+    variant 'proxquant': identity STE, quantized latents clipped to [-1, 1] after each
+                         step (ProxQuant's lazy projection, METHODS.md §2).
+    """
+    if variant == "md_bnn":
+        return _method(Q.gated_straight_through(Q.sign), Q.sign, optimizer, mask)
+    if variant == "proxquant":
+        tx = optax.chain(optimizer, optax.masked(clip_latents(-1.0, 1.0), _mask_fn(mask)))
+        return _method(Q.straight_through(Q.sign), Q.sign, tx, mask)
+    raise ValueError(f"unknown BinaryConnect variant {variant!r} (config.method.variant). "
+                     f"Valid variants: {', '.join(BC_VARIANTS)}.")
+
+
+def bwn(optimizer: optax.GradientTransformation, *, mask: MaskLike = None) -> Method:
+    """Binary-weight network: forward alpha sign(w), alpha = mean|w| per tensor, identity STE."""
+    return _method(Q.straight_through(Q.bwn), Q.bwn, optimizer, mask)
+
+
+def dorefa(optimizer: optax.GradientTransformation, weight_bits: int = 1, *,
+           mask: MaskLike = None, one_bit_scale: bool = True,
+           detach_max: bool = False) -> Method:
+    """DoReFa-Net weights (Zhou et al. 2016, METHODS.md §6).
+
+    k > 1 bits: w_q = 2 q_k(tanh w / (2 max|tanh w|) + 1/2) - 1, with the STE through
+    the rounding only (true gradient through tanh and the max; `detach_max` stops
+    it through the max, as MetaQuant does).
+    k = 1: w_q = E sign(w), E = stop_grad(mean|w|) (sign(w) without `one_bit_scale`),
+    identity STE through sign.
+    Activations are a model switch (`config.model.act_bits`), not part of this method.
+    """
+    bits = Q.check_bits(weight_bits, "config.method.weight_bits")
+    scale = one_bit_scale and bits == 1
+    fwd = lambda w: Q.dorefa_weight(w, bits, scale=scale, ste=True, detach_max=detach_max)  # noqa: E731
+    hard = lambda w: Q.dorefa_weight(w, bits, scale=scale)  # noqa: E731
+    return _method(fwd, hard, optimizer, mask)
+
+
+def from_config(name: str, ctx: Context) -> Method:
+    """Build `name` (ste | binary_connect | bwn | dorefa) from `ctx.config.method`."""
+    m = ctx.config.method
+    get = m.get if hasattr(m, "get") else (lambda k, d=None: getattr(m, k, d))
+    if name == "ste":
+        return ste(ctx.optimizer, get("quantizer", "sign"), mask=ctx.mask,
+                   gated=bool(get("gated", False)), bits=get("bits", 1),
+                   threshold=get("threshold", 0.5), ratio=get("ratio", 0.7),
+                   levels=get("levels", 3), alpha=get("alpha", None),
+                   scale=bool(get("scale", False)))
+    if name == "binary_connect":
+        return binary_connect(ctx.optimizer, mask=ctx.mask, variant=get("variant", "md_bnn"))
+    if name == "bwn":
+        return bwn(ctx.optimizer, mask=ctx.mask)
+    if name == "dorefa":
+        return dorefa(ctx.optimizer, get("weight_bits", 1), mask=ctx.mask,
+                      one_bit_scale=bool(get("one_bit_scale", True)),
+                      detach_max=bool(get("detach_max", False)))
+    raise ValueError(f"jaxquant.methods.baselines has no method {name!r}.")
