@@ -17,7 +17,7 @@ def tiny_digits(**train_kw):
     c.model.features = (64,)
     # 1437 // 64 = 22 steps per epoch; logging every 11 keeps log intervals aligned
     # with the epoch boundary where the run is interrupted.
-    c.train.update(epochs=4, batch_size=64, log_every_steps=11, **train_kw)
+    c.train.update(epochs=4, batch_size=64, log_every_steps=11, eval_every_steps=22, **train_kw)
     return c
 
 
