@@ -64,6 +64,14 @@ class Checkpointer:
         self.manager.close()
 
 
+def _local_target(manager, step: int):
+    """Abstract weights on this process's first device, whatever topology saved them
+    (a multi-host run's checkpoint then loads in one process)."""
+    meta = manager.item_metadata(step)["weights"]
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), meta)
+
+
 def load_weights(path: str, step: int | None = None) -> tuple[Any, Any, int]:
     """(params, batch_stats, step) saved by a run (its workdir or checkpoint dir).
 
@@ -75,12 +83,14 @@ def load_weights(path: str, step: int | None = None) -> tuple[Any, Any, int]:
         raise CheckpointError(
             f"no checkpoint directory at {directory!r}: point config.init_checkpoint (or "
             f"--workdir) at the workdir of a finished run.")
-    manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
+    manager = ocp.CheckpointManager(directory, item_handlers=dict(weights=ocp.StandardCheckpointHandler()),
+                                    options=ocp.CheckpointManagerOptions(read_only=True))
     step = manager.latest_step() if step is None else step
     if step is None:
         raise CheckpointError(f"{directory!r} holds no saved step; train that run first.")
     try:
-        out = manager.restore(step, args=ocp.args.Composite(weights=ocp.args.StandardRestore()))
+        target = _local_target(manager, step)
+        out = manager.restore(step, args=ocp.args.Composite(weights=ocp.args.StandardRestore(target)))
     except Exception as e:  # orbax raises several types for missing/corrupt files
         raise CheckpointError(
             f"cannot read the checkpoint at {os.path.join(directory, str(step))!r}: {e}") from None

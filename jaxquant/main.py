@@ -20,6 +20,14 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and exports.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Delete an existing run in --workdir first "
                                 "(without it, a run of the same config is resumed).")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "Multi-host: host:port of process 0's coordinator "
+    "(with --num_processes and --process_id); see launch/slurm.sh.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Multi-host: start jax.distributed from the cluster environment "
+    "(SLURM, TPU pod) without explicit coordinator flags.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 EXIT_USER_ERROR = 2
@@ -35,7 +43,9 @@ def main(argv):
         fail(f"unexpected arguments {argv[1:]}; pass options as --config=... --workdir=... and "
              f"overrides as --config.section.key=value.")
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-    from jaxquant import train  # heavy imports after flag parsing
+    from jaxquant import parallel, train  # heavy imports after flag parsing
+    parallel.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                        auto=_DISTRIBUTED.value)
     path = config_flags.get_config_filename(flags.FLAGS["config"]).split(":")[0]
     if not os.path.isfile(path):
         fail(f"config file {path!r} not found; pass --config=configs/<experiment>.py "
@@ -50,6 +60,8 @@ def main(argv):
         fail(str(e))
     if result.get("preempted"):
         sys.exit(0)
+    if not parallel.is_main_process():
+        return
     print(f"test accuracy: {100 * result['test_accuracy']:.2f}% "
           f"(hard-quantized network, step {result['step']}, workdir {_WORKDIR.value})")
 

@@ -1,16 +1,59 @@
-"""Device mesh and shardings for data-parallel training (DESIGN.md, Scale).
+"""Devices, meshes and shardings: data parallel on one host or many (DESIGN.md, Scale).
 
-One mesh axis, 'data', over every device; the batch is sharded along it and
-the train state is replicated. The jitted step is the same code on 1 or N
-devices: XLA inserts the gradient all-reduce.
+One mesh axis, 'data', over every device of every process; the batch is
+sharded along it and the train state is replicated. The jitted step is the
+same code on 1 device, N local devices or N processes (JAX's multi-controller
+runtime): XLA inserts the gradient all-reduce.
+
+Multi-host: `initialize(...)` starts `jax.distributed` (explicit coordinator
+flags, or the cluster environment JAX detects: SLURM, TPU pods). Every process
+then runs the same program; host arrays become global arrays through
+`to_global` (each process supplies the rows its devices hold).
 """
 from __future__ import annotations
+
+import os
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxquant.errors import ConfigError
+
+
+def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
+               process_id: int | None = None, auto: bool = False) -> bool:
+    """Start JAX's distributed runtime when asked; True if it was started.
+
+    Explicit `coordinator_address` (host:port), `num_processes` and
+    `process_id`, or `auto=True` to let JAX read the cluster environment
+    (SLURM, Open MPI, TPU pods). On CPU, cross-process collectives use gloo.
+    """
+    if not (coordinator_address or auto):
+        return False
+    if os.environ.get("JAX_PLATFORMS", "").startswith("cpu") or not _has_accelerator_plugin():
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=coordinator_address,
+                               num_processes=num_processes, process_id=process_id)
+    return True
+
+
+def _has_accelerator_plugin() -> bool:
+    import importlib.util
+    return any(importlib.util.find_spec(m) is not None
+               for m in ("jax_cuda12_plugin", "jax_cuda13_plugin", "libtpu"))
+
+
+def is_main_process() -> bool:
+    """Process 0 writes logs, metrics and exports."""
+    return jax.process_index() == 0
+
+
+def sync(name: str) -> None:
+    """Barrier across processes (no-op on one process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices(name)
 
 
 def make_mesh() -> Mesh:
@@ -32,3 +75,33 @@ def check_batch(batch_size: int, mesh: Mesh, name: str = "config.train.batch_siz
         raise ConfigError(
             f"{name}={batch_size} does not divide by the {n} devices of the mesh; "
             f"use a multiple of {n} (e.g. {max(n, batch_size // n * n)}).")
+
+
+def local_rows(sharding: NamedSharding, global_rows: int) -> slice:
+    """The rows of a batch-sharded global array that this process's devices hold."""
+    spans = sharding.addressable_devices_indices_map((global_rows,)).values()
+    starts = [s[0].start or 0 for s in spans]
+    stops = [global_rows if s[0].stop is None else s[0].stop for s in spans]
+    return slice(min(starts), max(stops))
+
+
+def to_global(tree, sharding: NamedSharding):
+    """Host arrays, identical on every process, as global arrays with `sharding`.
+
+    On one process this is `jax.device_put`; across processes each process
+    supplies only the shards its own devices hold.
+    """
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+    return jax.tree.map(
+        lambda x: jax.make_array_from_callback(np.shape(x), sharding,
+                                               lambda idx, x=np.asarray(x): x[idx]), tree)
+
+
+def from_process_local(tree, sharding: NamedSharding, global_rows: int):
+    """Per-process row blocks (see `local_rows`) assembled into global batch-sharded arrays."""
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+    return jax.tree.map(
+        lambda x: jax.make_array_from_process_local_data(
+            sharding, np.asarray(x), (global_rows, *np.shape(x)[1:])), tree)

@@ -177,7 +177,7 @@ def evaluate(exp: Experiment, eval_batch, params, batch_stats, split) -> dict:
         if pad:
             images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
             labels = np.concatenate([labels, np.zeros((pad,), labels.dtype)])
-        c, lsum = eval_batch(params, batch_stats, *jax.device_put((images, labels, valid), sharding))
+        c, lsum = eval_batch(params, batch_stats, *parallel.to_global((images, labels, valid), sharding))
         correct += int(c)
         loss += float(lsum)
     return dict(accuracy=correct / max(n, 1), loss=loss / max(n, 1))
@@ -197,10 +197,10 @@ class _Batches:
         self.key = jax.random.PRNGKey(exp.config.seed + 2)
         self.sharding = parallel.batch_sharded(exp.mesh)
         self._perm_epoch, self._perm = None, None
-        if self.split.in_memory:
+        if self.split.in_memory:  # small data: every device holds all of it
             rep = parallel.replicated(exp.mesh)
-            self.images = jax.device_put(self.split.images, rep)
-            self.labels = jax.device_put(self.split.labels, rep)
+            self.images, self.labels = parallel.to_global(
+                (self.split.images, self.split.labels), rep)
             n = len(self.split.labels)
             self._permute = jax.jit(lambda k: jax.random.permutation(k, n), out_shardings=rep)
             self._take = jax.jit(self._gather, out_shardings=(self.sharding, self.sharding))
@@ -219,8 +219,11 @@ class _Batches:
             self._perm_epoch = epoch
         if self.split.in_memory:
             return self._take(self.images, self.labels, self._perm, i)
+        # Streaming data: each process decodes only the rows its devices hold.
         idx = self._perm[i * self.batch:(i + 1) * self.batch]
-        return jax.device_put(self.split.get_batch(idx), self.sharding)
+        rows = parallel.local_rows(self.sharding, self.batch)
+        return parallel.from_process_local(self.split.get_batch(idx[rows]), self.sharding,
+                                           self.batch)
 
 
 def _check_finite(host_metrics, first_step, paths, ckpt, policy, log):
@@ -324,23 +327,29 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
 
     `stop_after_steps` stops early as a preemption would (tests use it).
     """
+    main_process = parallel.is_main_process()
+    if not main_process:
+        log = lambda *_: None  # noqa: E731
     exp = build_experiment(config)
     resuming = _check_workdir(workdir, config)
-    os.makedirs(workdir, exist_ok=True)
+    parallel.sync("workdir checked")  # before process 0 writes into it
     method, mesh = exp.method, exp.mesh
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort(indent=2))
+    if main_process:
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2))
 
     rep = parallel.replicated(mesh)
-    state = jax.device_put(init_state(exp), rep)
+    state = parallel.to_global(jax.device_get(init_state(exp)), rep)
     latent_paths = param_paths(state["latent"])
     project = jax.jit(method.project)
-    table = _write_summary(workdir, jax.device_get(project(state["latent"])), exp.mask)
-    log(table)
+    projected = jax.device_get(project(state["latent"]))  # a collective: every process runs it
+    if main_process:
+        log(_write_summary(workdir, projected, exp.mask))
 
     ckpt = checkpoints.Checkpointer(workdir, keep=int(config.train.keep_checkpoints))
     best_ckpt = checkpoints.Checkpointer(workdir, keep=1, subdir="best")
-    writer = MetricsWriter(workdir, enabled=jax.process_index() == 0)
+    writer = MetricsWriter(workdir, enabled=parallel.is_main_process())
     meta = dict(best_val_accuracy=-1.0, test_at_best_val=-1.0, best_step=-1)
     if resuming and ckpt.all_steps():
         abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), state)
@@ -427,15 +436,17 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
                   best_val_accuracy=meta["best_val_accuracy"] if has_val else None,
                   test_at_best_val=meta["test_at_best_val"], best_step=meta["best_step"])
     if not preempted:
-        plot_curves(workdir)
+        if main_process:
+            plot_curves(workdir)
         result["test_accuracy"] = result["final_test_accuracy"] = evaluate(
             exp, eval_batch, project(state["latent"]), state["batch_stats"],
             exp.dataset.test)["accuracy"]
         if config.train.select_best and has_val:
             result["test_accuracy"] = meta["test_at_best_val"]
-    if jax.process_index() == 0:
+    if main_process:
         with open(os.path.join(workdir, "result.json"), "w") as f:
             json.dump(result, f, indent=2)
+    parallel.sync("run finished")  # processes leave together (the runtime's shutdown barrier)
     return result
 
 
