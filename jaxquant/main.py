@@ -44,8 +44,11 @@ def main(argv):
              f"overrides as --config.section.key=value.")
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     from jaxquant import parallel, train  # heavy imports after flag parsing
-    parallel.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
-                        auto=_DISTRIBUTED.value)
+    try:
+        parallel.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                            auto=_DISTRIBUTED.value)
+    except UserError as e:
+        fail(str(e))
     path = config_flags.get_config_filename(flags.FLAGS["config"]).split(":")[0]
     if not os.path.isfile(path):
         fail(f"config file {path!r} not found; pass --config=configs/<experiment>.py "

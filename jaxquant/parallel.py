@@ -31,6 +31,13 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     """
     if not (coordinator_address or auto):
         return False
+    if coordinator_address and (num_processes is None or process_id is None):
+        raise ConfigError(
+            f"--coordinator_address={coordinator_address} needs --num_processes and --process_id "
+            f"too (or use --distributed alone where SLURM / a TPU pod provides them).")
+    if num_processes is not None and process_id is not None and not 0 <= process_id < num_processes:
+        raise ConfigError(f"--process_id={process_id} must be in 0..{num_processes - 1} "
+                          f"(--num_processes={num_processes}).")
     if os.environ.get("JAX_PLATFORMS", "").startswith("cpu") or not _has_accelerator_plugin():
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=coordinator_address,

@@ -456,6 +456,7 @@ def run(config, workdir: str, overwrite: bool = False) -> dict:
     With `overwrite`, an existing run in `workdir` is deleted first; without
     it, an existing run of the same experiment is resumed.
     """
-    if overwrite and os.path.isdir(workdir):
+    if overwrite and os.path.isdir(workdir) and parallel.is_main_process():
         shutil.rmtree(workdir)
+    parallel.sync("workdir overwritten")
     return train_and_evaluate(config, workdir)

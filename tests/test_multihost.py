@@ -78,3 +78,14 @@ def test_checkpoint_of_the_pair_resumes_in_a_single_process(tmp_path):
     (single,) = _launch(1, tmp_path / "single")
     assert resumed["test_accuracy"] == single["test_accuracy"]
     np.testing.assert_allclose(_losses(tmp_path / "run"), _losses(tmp_path / "single"), rtol=1e-4)
+
+
+def test_incomplete_multihost_flags_are_a_clear_error(tmp_path):
+    from test_cli import cli
+    out = cli("--config", "configs/fp_digits.py", "--workdir", str(tmp_path),
+              "--coordinator_address=127.0.0.1:1234")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "--num_processes" in out.stderr and "--process_id" in out.stderr
+    out = cli("--config", "configs/fp_digits.py", "--workdir", str(tmp_path),
+              "--coordinator_address=127.0.0.1:1234", "--num_processes=2", "--process_id=2")
+    assert out.returncode == 2 and "0..1" in out.stderr
