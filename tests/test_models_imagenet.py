@@ -129,3 +129,32 @@ def test_mobilenet_width_must_be_positive():
 
 def test_new_models_are_registered():
     assert {"resnet34", "resnet50", "resnet101", "resnet152", "mobilenet_v2"} <= set(models.names())
+
+
+IMAGENET_CONFIGS = {"ldnq_imagenet_resnet18": "resnet18", "ldnq_imagenet_resnet34": "resnet34",
+                    "ldnq_imagenet_resnet50": "resnet50", "metaquant_imagenet_resnet18": "resnet18"}
+
+
+@pytest.mark.parametrize("name,torchvision_model", IMAGENET_CONFIGS.items())
+def test_imagenet_configs_start_from_a_converted_torchvision_checkpoint(name, torchvision_model):
+    import ml_collections
+    from conftest import load_config
+    from jaxquant import convert
+    config = load_config(name)
+    assert isinstance(config, ml_collections.ConfigDict)
+    assert config.dataset.name == "imagenet2012"
+    assert config.init_checkpoint == f"runs/torchvision_{torchvision_model}"
+    # the converted checkpoint has exactly the structure of the config's model (warm start accepts it)
+    want = jax.tree.map(lambda s: s.shape, _shapes(convert.MODELS[torchvision_model]))
+    assert jax.tree.map(lambda s: s.shape, _shapes(config.model)) == want
+
+
+@pytest.mark.parametrize("name", IMAGENET_CONFIGS)
+def test_imagenet_configs_validate_once_their_method_exists(name):
+    from conftest import load_config
+    from jaxquant import methods
+    from jaxquant.config_check import validate
+    config = load_config(name)
+    if config.method.name not in methods.names():
+        pytest.skip(f"method {config.method.name!r} is not registered on this branch yet")
+    validate(config)
