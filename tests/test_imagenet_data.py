@@ -1,7 +1,6 @@
 """ImageNet-style streaming data: torchvision's train / test transforms on the host."""
 import types
 
-import jax
 import ml_collections
 import numpy as np
 import pytest

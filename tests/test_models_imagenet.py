@@ -139,13 +139,13 @@ IMAGENET_CONFIGS = {"ldnq_imagenet_resnet18": "resnet18", "ldnq_imagenet_resnet3
 def test_imagenet_configs_start_from_a_converted_torchvision_checkpoint(name, torchvision_model):
     import ml_collections
     from conftest import load_config
-    from jaxquant import convert
+    from jaxquant import pretrained
     config = load_config(name)
     assert isinstance(config, ml_collections.ConfigDict)
     assert config.dataset.name == "imagenet2012"
     assert config.init_checkpoint == f"runs/torchvision_{torchvision_model}"
     # the converted checkpoint has exactly the structure of the config's model (warm start accepts it)
-    want = jax.tree.map(lambda s: s.shape, _shapes(convert.MODELS[torchvision_model]))
+    want = jax.tree.map(lambda s: s.shape, _shapes(pretrained.MODELS[torchvision_model]))
     assert jax.tree.map(lambda s: s.shape, _shapes(config.model)) == want
 
 

@@ -60,7 +60,8 @@ class StreamingSplit:
 
     def __init__(self, read: Callable[[int], tuple[np.ndarray, int]], indices: Sequence[int],
                  image_shape: tuple[int, int, int],
-                 augmented_read: Optional[Callable[[int, np.random.Generator], tuple[np.ndarray, int]]] = None):
+                 augmented_read: Optional[Callable[[int, np.random.Generator],
+                                                   tuple[np.ndarray, int]]] = None):
         self._read = read
         self._indices = np.asarray(indices, dtype=np.int64)
         self.image_shape = tuple(image_shape)

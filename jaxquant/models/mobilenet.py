@@ -53,12 +53,14 @@ class InvertedResidual(nn.Module):
         hidden = int(round(c_in * self.expansion))
         y = x
         if self.expansion != 1:
-            y = layers.conv(sw, hidden, 1, 1, name="expand", bias=sw.bias(False))(layers.quantize_input(sw, y))
+            y = layers.conv(sw, hidden, 1, 1, name="expand", bias=sw.bias(False))(
+                layers.quantize_input(sw, y))
             y = relu6(sw, layers.batch_norm(sw, train, "bn_expand")(y))
         y = layers.conv(sw, hidden, 3, self.stride, name="depthwise", bias=sw.bias(False),
                         groups=hidden)(layers.quantize_input(sw, y))
         y = relu6(sw, layers.batch_norm(sw, train, "bn_depthwise")(y))
-        y = layers.conv(sw, self.features, 1, 1, name="project", bias=sw.bias(False))(layers.quantize_input(sw, y))
+        y = layers.conv(sw, self.features, 1, 1, name="project", bias=sw.bias(False))(
+            layers.quantize_input(sw, y))
         y = layers.batch_norm(sw, train, "bn_project")(y)
         if self.stride == 1 and c_in == self.features:
             y = x + y
