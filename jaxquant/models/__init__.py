@@ -24,7 +24,7 @@ stem='imagenet'), resnet34/50/101/152 and mobilenet_v2.
 Switches (every model; see `layers.Switches`): `affine_bn` (True), `use_bias`
 (None = model default: no bias on layers followed by BN in ResNets/VGG, biases in
 MLP/LeNet), `head_bias` (True), `act_bits` (0 = off; 1..8 = DoReFa activation
-quantization at every conv/dense input except `stem` and `head`, ReLU becomes
+quantization at every conv/dense input except `stem` and `head`, ReLU (ReLU6) becomes
 clip(x, 0, 1)), `bn_momentum` (0.9), `bn_eps` (1e-5), `init` ('default' |
 'xavier_uniform').
 
