@@ -55,6 +55,10 @@ def test_cli_writes_a_checkpoint_that_init_checkpoint_reads(tmp_path, capsys):
     params, batch_stats, step = checkpoints.load_weights(out)
     assert step == 0
     _assert_same_logits(_flax_logits("resnet18", params, batch_stats, x), want)
+    from jaxquant.train import _warm_start  # what config.init_checkpoint=out runs
+    fresh = _random_variables("resnet18", 7)
+    warm, warm_bs = _warm_start(out, fresh["params"], fresh["batch_stats"])
+    jax.tree.map(np.testing.assert_array_equal, (warm, warm_bs), (params, batch_stats))
     import json
     with open(os.path.join(out, "config.json")) as f:
         info = json.load(f)

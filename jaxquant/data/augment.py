@@ -156,6 +156,8 @@ def host_resized_crop_flip(image: np.ndarray, size: int, rng: np.random.Generato
     drawn as in `resized_crop_boxes` from the full image, resized to size x size
     with PIL's bilinear filter, mirrored with probability 1/2. Streamed datasets
     (ImageNet) use it instead of the device version, which only sees a crop.
+    When none of the 10 tries fits, the box is the whole image (torchvision
+    then takes a center crop of clamped aspect ratio).
     """
     from PIL import Image
     h, w = image.shape[:2]
