@@ -3,6 +3,7 @@
 `import jaxquant as jq` gives the public pieces: quantizers, methods and optax
 transforms, usable on any params pytree.
 """
+from jaxquant.pretrained import convert_state_dict, read_state_dict  # noqa: F401
 from jaxquant.data import DataError, Dataset, load as load_dataset  # noqa: F401
 from jaxquant.export import summary_table  # noqa: F401
 from jaxquant.masks import quant_mask  # noqa: F401

@@ -222,8 +222,8 @@ class _Batches:
         # Streaming data: each process decodes only the rows its devices hold.
         idx = self._perm[i * self.batch:(i + 1) * self.batch]
         rows = parallel.local_rows(self.sharding, self.batch)
-        return parallel.from_process_local(self.split.get_batch(idx[rows]), self.sharding,
-                                           self.batch)
+        batch = self.split.get_batch(idx[rows], seed=(self.exp.config.seed, step))
+        return parallel.from_process_local(batch, self.sharding, self.batch)
 
 
 def _check_finite(host_metrics, first_step, paths, ckpt, policy, log):

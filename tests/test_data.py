@@ -280,7 +280,10 @@ def test_imagenet_streams_fixed_size_batches_through_tfds_mock(tmp_path):
         images, labels = d.validation.get_batch([1, 0])
     assert images.shape == (2, 40, 40, 3) and images.dtype == np.uint8 and labels.dtype == np.int32
     assert d.image_shape == (40, 40, 3) and d.num_classes == 1000
-    assert d.mean == data.IMAGENET_MEAN and d.augment == "resized_crop_flip"
+    # random resized crop + flip happen on the host, from the full image; the device does nothing
+    assert d.mean == data.IMAGENET_MEAN and d.augment == "none"
+    assert d.train.augmented_read is not None and d.validation.augmented_read is not None
+    assert d.test.augmented_read is None
 
 
 def test_unprepared_tfds_dataset_says_how_to_prepare_it(tmp_path):

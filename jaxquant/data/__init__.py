@@ -7,8 +7,9 @@ Sources (config.dataset.name):
   $JAXQUANT_DATA_DIR, then /usr/share/datasets/fashion-mnist (Debian package
   dataset-fashion-mnist); else tensorflow-datasets.
 - `cifar10`, `cifar100`: tensorflow-datasets, as in-memory arrays.
-- `imagenet2012`: tensorflow-datasets, streamed (decoded and resized per batch on
-  the host).
+- `imagenet2012`: tensorflow-datasets, streamed (decoded per batch on the host:
+  train = random resized crop of the full image to 224 + flip, torchvision's
+  RandomResizedCrop; test = resize to 256 + center crop 224).
 - `image_folder:<path>`: `<path>/{train,test}/<class>/*.jpg|png|JPEG`.
 - `tiny_imagenet:<path>`: the official tiny-imagenet-200 layout (val = test).
 
@@ -63,9 +64,21 @@ def load(cfg) -> Dataset:
     train, validation = carve_validation(train, cfg.get("validation", 0), name)
     image_shape = tuple(int(d) for d in train.images.shape[1:]) if train.in_memory else train.image_shape
     mean, std = _stats(kind, train)
+    train, augment = _host_augmentation(train, _augment_kind(cfg, kind, image_shape))
     return Dataset(train=train, validation=validation, test=test, num_classes=int(num_classes),
                    image_shape=image_shape, mean=mean, std=std,
-                   augment=_augment_kind(cfg, kind, image_shape), class_names=tuple(class_names))
+                   augment=augment, class_names=tuple(class_names))
+
+
+def _host_augmentation(train, augment: str):
+    """(train split, device augmentation): a streamed split that augments on the host
+    does 'resized_crop_flip' there, from the full image (the device then does nothing);
+    for any other kind it reads plainly and the device augments."""
+    if train.in_memory or train.augmented_read is None:
+        return train, augment
+    if augment == "resized_crop_flip":
+        return train, "none"
+    return train.without_augmentation(), augment
 
 
 def _stats(kind: str, train) -> tuple[tuple, tuple]:

@@ -12,7 +12,9 @@ Kinds (the CIFAR / TinyImageNet recipes of the MD and PMF papers):
 
 At test time every kind is the identity: stored images already have the
 network's input size (TinyImageNet's 64 x 64 center crop of a 64 x 64 image is
-the image itself).
+the image itself). Streamed datasets (ImageNet) do 'resized_crop_flip' on the
+host instead, from the full decoded image (`host_resized_crop_flip`), and
+resize + center-crop their test images there (`tfds_source.resize_center_crop`).
 
 Augment uint8 images before `normalize`, so that padding is black pixels, as
 in the reference pipelines (pad, then normalise).
@@ -23,6 +25,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 KINDS = ("none", "crop_flip", "resized_crop_flip")
 PAD = 4
@@ -86,21 +89,24 @@ def crop_flip(key: jax.Array, images) -> jax.Array:
     return _flip_where(_crop_at(images, u[:, :2], PAD), u[:, 2] < 0.5)
 
 
-def _boxes(u, h: int, w: int):
-    """Random-resized-crop boxes from uniforms u [n, 2 * tries + 2]."""
+RANDOMS_PER_BOX = 2 * _TRIES + 2
+
+
+def _boxes(u, h: int, w: int, xp=jnp):
+    """Random-resized-crop boxes from uniforms u [n, RANDOMS_PER_BOX]; `xp` = jnp or numpy."""
     area = h * w * (SCALE[0] + (SCALE[1] - SCALE[0]) * u[:, :_TRIES])
     log_r = math.log(RATIO[0]) + (math.log(RATIO[1]) - math.log(RATIO[0])) * u[:, _TRIES:2 * _TRIES]
-    ratio = jnp.exp(log_r)
-    cw = jnp.round(jnp.sqrt(area * ratio))
-    ch = jnp.round(jnp.sqrt(area / ratio))
+    ratio = xp.exp(log_r)
+    cw = xp.round(xp.sqrt(area * ratio))
+    ch = xp.round(xp.sqrt(area / ratio))
     fits = (cw >= 1) & (cw <= w) & (ch >= 1) & (ch <= h)
-    first = jnp.argmax(fits, axis=1)
-    found = jnp.any(fits, axis=1)
-    pick = lambda a: jnp.take_along_axis(a, first[:, None], axis=1)[:, 0]
-    ch = jnp.where(found, pick(ch), h)
-    cw = jnp.where(found, pick(cw), w)
-    top = jnp.floor(u[:, 2 * _TRIES] * (h - ch + 1))
-    left = jnp.floor(u[:, 2 * _TRIES + 1] * (w - cw + 1))
+    first = xp.argmax(fits, axis=1)
+    found = xp.any(fits, axis=1)
+    pick = lambda a: xp.take_along_axis(a, first[:, None], axis=1)[:, 0]
+    ch = xp.where(found, pick(ch), h)
+    cw = xp.where(found, pick(cw), w)
+    top = xp.floor(u[:, 2 * _TRIES] * (h - ch + 1))
+    left = xp.floor(u[:, 2 * _TRIES + 1] * (w - cw + 1))
     return top, left, ch, cw
 
 
@@ -112,7 +118,7 @@ def resized_crop_boxes(key: jax.Array, n: int, h: int, w: int):
     (rounded); the first that fits is kept, else the whole image. The top-left
     corner is uniform over the positions where the box fits.
     """
-    return _boxes(jax.random.uniform(key, (n, 2 * _TRIES + 2)), h, w)
+    return _boxes(jax.random.uniform(key, (n, RANDOMS_PER_BOX)), h, w)
 
 
 def crop_resize(image, top, left, ch, cw, out_h: int, out_w: int) -> jax.Array:
@@ -143,11 +149,31 @@ def crop_resize(image, top, left, ch, cw, out_h: int, out_w: int) -> jax.Array:
     return x.astype(image.dtype)
 
 
+def host_resized_crop_flip(image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """'resized_crop_flip' of one decoded uint8 image [H, W, C] of any size, on the host.
+
+    torchvision's `RandomResizedCrop(size)` + `RandomHorizontalFlip()`: a box
+    drawn as in `resized_crop_boxes` from the full image, resized to size x size
+    with PIL's bilinear filter, mirrored with probability 1/2. Streamed datasets
+    (ImageNet) use it instead of the device version, which only sees a crop.
+    When none of the 10 tries fits, the box is the whole image (torchvision
+    then takes a center crop of clamped aspect ratio).
+    """
+    from PIL import Image
+    h, w = image.shape[:2]
+    u = rng.random((1, RANDOMS_PER_BOX + 1))
+    top, left, ch, cw = (float(v[0]) for v in _boxes(u[:, :-1], h, w, xp=np))
+    pil = Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image)
+    out = np.asarray(pil.resize((size, size), Image.BILINEAR, box=(left, top, left + cw, top + ch)))
+    out = out[..., None] if out.ndim == 2 else out
+    return out[:, ::-1] if u[0, -1] < 0.5 else out
+
+
 def resized_crop_flip(key: jax.Array, images) -> jax.Array:
     """Random resized crop back to H x W, then random horizontal flip."""
     images = jnp.asarray(images)
     n, h, w, _ = images.shape
-    u = jax.random.uniform(key, (n, 2 * _TRIES + 3))
+    u = jax.random.uniform(key, (n, RANDOMS_PER_BOX + 1))
     top, left, ch, cw = _boxes(u[:, :-1], h, w)
     resized = jax.vmap(lambda im, t, l, a, b: crop_resize(im, t, l, a, b, h, w))(images, top, left, ch, cw)
     return _flip_where(resized, u[:, -1] < 0.5)

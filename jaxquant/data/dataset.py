@@ -53,33 +53,52 @@ class StreamingSplit:
     `read(i) -> (uint8 image [H, W, C] of the split's fixed size, int label)`
     reads example `i` of the underlying source; `indices` selects and orders the
     examples of this split within the source (validation carving uses it).
+    `augmented_read(i, rng)`, if given, reads it with random augmentation
+    (numpy Generator `rng`), used by `get_batch(..., seed=...)` for training.
     """
     in_memory = False
 
     def __init__(self, read: Callable[[int], tuple[np.ndarray, int]], indices: Sequence[int],
-                 image_shape: tuple[int, int, int]):
+                 image_shape: tuple[int, int, int],
+                 augmented_read: Optional[Callable[[int, np.random.Generator],
+                                                   tuple[np.ndarray, int]]] = None):
         self._read = read
         self._indices = np.asarray(indices, dtype=np.int64)
         self.image_shape = tuple(image_shape)
+        self.augmented_read = augmented_read
         self._pool = None  # threads decoding a batch (PIL releases the GIL)
 
     def __len__(self) -> int:
         return len(self._indices)
 
-    def get_batch(self, indices) -> tuple[np.ndarray, np.ndarray]:
-        """(images uint8 [B, H, W, C], labels int32 [B]) at `indices` (0 <= i < len(self))."""
+    def get_batch(self, indices, seed: Optional[Sequence[int]] = None) -> tuple[np.ndarray, np.ndarray]:
+        """(images uint8 [B, H, W, C], labels int32 [B]) at `indices` (0 <= i < len(self)).
+
+        With `seed` (ints, e.g. (run seed, step)) and an `augmented_read`, source
+        example j is read by augmented_read(j, np.random.default_rng([*seed, j])):
+        the same batch gives the same images on any process, after a resume too.
+        """
         indices = np.asarray(indices, dtype=np.int64)
         images = np.empty((len(indices),) + self.image_shape, np.uint8)
         labels = np.empty((len(indices),), np.int32)
         if self._pool is None:
             self._pool = concurrent.futures.ThreadPoolExecutor(min(16, (os.cpu_count() or 1) + 2))
-        examples = self._pool.map(self._read, [int(self._indices[i]) for i in indices])
-        for k, (image, label) in enumerate(examples):
+        source = [int(self._indices[i]) for i in indices]
+        if seed is not None and self.augmented_read is not None:
+            seed = [int(s) for s in np.atleast_1d(seed)]
+            read = lambda j: self.augmented_read(j, np.random.default_rng([*seed, j]))  # noqa: E731
+        else:
+            read = self._read
+        for k, (image, label) in enumerate(self._pool.map(read, source)):
             images[k], labels[k] = image, label
         return images, labels
 
     def take(self, start: int, stop: int) -> "StreamingSplit":
-        return StreamingSplit(self._read, self._indices[start:stop], self.image_shape)
+        return StreamingSplit(self._read, self._indices[start:stop], self.image_shape, self.augmented_read)
+
+    def without_augmentation(self) -> "StreamingSplit":
+        """The same examples, always read by the plain `read`."""
+        return StreamingSplit(self._read, self._indices, self.image_shape)
 
 
 AnySplit = Union[Split, StreamingSplit]

@@ -115,14 +115,24 @@ def resize_center_crop(image: np.ndarray, size: int, crop_fraction: float = 0.87
     return out[..., None] if out.ndim == 2 else out
 
 
+def _rgb(image) -> np.ndarray:
+    image = np.asarray(image, np.uint8)
+    if image.ndim == 2:
+        image = image[..., None]
+    return np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image
+
+
 def load_streaming(name: str, data_dir: str, image_size: int, test_split: str = "validation"
                    ) -> tuple[StreamingSplit, StreamingSplit, int, tuple]:
     """(train, test, num_classes, class names) of a large tfds dataset, decoded per batch.
 
-    Each image is resized (shorter side size / 0.875) and center-cropped to
-    image_size x image_size x 3 on the host; random crops and flips happen on the
-    device afterwards.
+    Plain reads resize each image (shorter side image_size / 0.875, 256 for 224)
+    and center-crop image_size x image_size x 3 on the host (the test
+    transform). The train split also reads with augmentation: torchvision's
+    random resized crop of the full image to image_size, plus a random flip
+    (`augment.host_resized_crop_flip`).
     """
+    from jaxquant.data.augment import host_resized_crop_flip
     out = {}
     num_classes, class_names = 0, ()
     for split, tfds_split in (("train", "train"), ("test", test_split)):
@@ -131,12 +141,12 @@ def load_streaming(name: str, data_dir: str, image_size: int, test_split: str = 
 
         def read(i, source=source):
             ex = source[i]
-            image = np.asarray(ex["image"], np.uint8)
-            if image.ndim == 2:
-                image = image[..., None]
-            if image.shape[-1] == 1:
-                image = np.repeat(image, 3, axis=-1)
-            return resize_center_crop(image, image_size), int(ex["label"])
+            return resize_center_crop(_rgb(ex["image"]), image_size), int(ex["label"])
 
-        out[split] = StreamingSplit(read, np.arange(len(source)), (image_size, image_size, 3))
+        def augmented_read(i, rng, source=source):
+            ex = source[i]
+            return host_resized_crop_flip(_rgb(ex["image"]), image_size, rng), int(ex["label"])
+
+        out[split] = StreamingSplit(read, np.arange(len(source)), (image_size, image_size, 3),
+                                    augmented_read if split == "train" else None)
     return out["train"], out["test"], num_classes, class_names

@@ -9,13 +9,22 @@ Models (`config.model.name`):
                        (default; zero-pad identity, no params) or 'B' (1x1 conv + BN).
   resnet18             `stem` 'cifar' (3x3, stride `stem_stride`, default 1; 2 for
                        64x64) or 'imagenet' (7x7/2 + max-pool); projection shortcuts.
+                       With stem='imagenet' it is torchvision's resnet18 (11.69M).
+  resnet34/50/101/152  torchvision's ImageNet ResNets (7x7/2 stem + max-pool; basic
+                       blocks for 34, bottlenecks with the stride on the 3x3 conv for
+                       50+; 21.80M / 25.56M / 44.55M / 60.19M params at 1000 classes).
+  mobilenet_v2         torchvision's MobileNetV2 (ReLU6, last channel 1280; 3.50M);
+                       `width` (1.0). Its dropout is off (the trainer has no dropout rng).
   vgg16                VGG-16 + BN, CIFAR variant (md-bnn / pmf): 13 convs, fc 512,
                        fc 512, head; `stem_stride` (default 1).
+
+`python -m jaxquant.convert` imports torchvision checkpoints of resnet18 (as
+stem='imagenet'), resnet34/50/101/152 and mobilenet_v2.
 
 Switches (every model; see `layers.Switches`): `affine_bn` (True), `use_bias`
 (None = model default: no bias on layers followed by BN in ResNets/VGG, biases in
 MLP/LeNet), `head_bias` (True), `act_bits` (0 = off; 1..8 = DoReFa activation
-quantization at every conv/dense input except `stem` and `head`, ReLU becomes
+quantization at every conv/dense input except `stem` and `head`, ReLU (ReLU6) becomes
 clip(x, 0, 1)), `bn_momentum` (0.9), `bn_eps` (1e-5), `init` ('default' |
 'xavier_uniform').
 
@@ -25,7 +34,9 @@ mutable=['batch_stats'] or [])`, x float32 NHWC; returns logits (N, num_classes)
 Param names (regex rules in `config.quant` rely on them): the first layer is
 `stem`, the classifier `head`, 1x1 projection shortcuts `shortcut`, every
 BatchNorm starts with `bn` (`bn_stem`, `bn1`, `bn_shortcut`, `bn_fc0`, ...),
-residual blocks `stage{s}_block{b}` (s from 1, b from 0), MLP hidden layers
+residual blocks `stage{s}_block{b}` (s from 1, b from 0; inside them `conv1`..`conv3`,
+`bn1`..`bn3`, or MobileNetV2's `expand`, `depthwise`, `project` + `bn_*`), MobileNetV2's
+final 1x1 conv `conv_last` / `bn_last`, MLP hidden layers
 after the first `dense1`, `dense2`, ..., VGG convs after the first `conv1` ..
 `conv12`, VGG/LeNet hidden fc layers `fc0`, `fc1`.
 """
@@ -41,11 +52,14 @@ from jaxquant.models import layers
 from jaxquant.models.layers import Switches, switches_from_config
 from jaxquant.models.lenet import LeNet5
 from jaxquant.models.mlp import MLP
+from jaxquant.models.mobilenet import MobileNetV2
 from jaxquant.models.resnet18 import STEMS, ResNet18
 from jaxquant.models.resnet_cifar import CifarResNet
+from jaxquant.models.resnet_imagenet import ImageNetResNet
 from jaxquant.models.vgg import VGG16
 
-__all__ = ["build", "names", "Switches", "MLP", "LeNet5", "CifarResNet", "ResNet18", "VGG16"]
+__all__ = ["build", "names", "Switches", "MLP", "LeNet5", "CifarResNet", "ResNet18", "VGG16",
+           "ImageNetResNet", "MobileNetV2"]
 
 
 def _mlp(cfg, n, sw):
@@ -85,12 +99,28 @@ def _vgg16(cfg, n, sw):
     return VGG16(n, stem_stride=_stride(cfg), sw=sw)
 
 
+def _imagenet_resnet(depth):
+    def make(cfg, n, sw):
+        return ImageNetResNet(n, depth=depth, sw=sw)
+    return make
+
+
+def _mobilenet_v2(cfg, n, sw):
+    width = cfg.get("width", 1.0)
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or width <= 0:
+        raise ConfigError(f"config.model.width must be a positive number (1.0 = torchvision's "
+                          f"mobilenet_v2); got {width!r}.")
+    return MobileNetV2(n, width=float(width), sw=sw)
+
+
 _REGISTRY: dict[str, Callable[[Any, int, Switches], nn.Module]] = {
     "mlp": _mlp,
     "lenet5": _lenet5,
     **{f"resnet{d}": _cifar_resnet(d) for d in (20, 32, 44, 56, 110)},
     "resnet18": _resnet18,
     "vgg16": _vgg16,
+    **{f"resnet{d}": _imagenet_resnet(d) for d in (34, 50, 101, 152)},
+    "mobilenet_v2": _mobilenet_v2,
 }
 
 

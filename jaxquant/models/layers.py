@@ -104,11 +104,12 @@ def bias_init(sw: Switches):
 
 
 def conv(sw: Switches, features: int, kernel: int, stride: int = 1, *, name: str,
-         bias: bool) -> nn.Conv:
-    """k x k convolution with PyTorch-style symmetric padding (k - 1) // 2."""
+         bias: bool, groups: int = 1) -> nn.Conv:
+    """k x k convolution with PyTorch-style symmetric padding (k - 1) // 2;
+    `groups` = input channels makes it depthwise (kernel [k, k, 1, features])."""
     pad = (kernel - 1) // 2
     return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
-                   padding=((pad, pad), (pad, pad)), use_bias=bias,
+                   padding=((pad, pad), (pad, pad)), use_bias=bias, feature_group_count=groups,
                    kernel_init=kernel_init(sw), bias_init=bias_init(sw), name=name)
 
 

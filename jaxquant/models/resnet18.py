@@ -1,5 +1,5 @@
 """ResNet-18 (He et al., CVPR'16) with the CIFAR stem used by md-bnn / pmf
-(METHODS.md §1) or the ImageNet stem."""
+(METHODS.md §1) or the ImageNet stem (then it is torchvision's resnet18)."""
 from __future__ import annotations
 
 from jaxquant.errors import ConfigError
@@ -9,9 +9,9 @@ import jax
 import jax.numpy as jnp
 
 from jaxquant.models import layers
-from jaxquant.models.layers import BasicBlock, Switches
+from jaxquant.models.layers import Switches
+from jaxquant.models.resnet_imagenet import DEPTHS, imagenet_stem, residual_stages
 
-WIDTHS = (64, 128, 256, 512)
 STEMS = ("cifar", "imagenet")
 
 
@@ -21,7 +21,8 @@ class ResNet18(nn.Module):
 
     stem 'cifar': 3x3 conv, stride `stem_stride` (1 for 32x32; 2 for 64x64
     TinyImageNet), no max-pool (11.17M params at 10 classes).
-    stem 'imagenet': 7x7 conv stride 2 + 3x3 max-pool stride 2.
+    stem 'imagenet': 7x7 conv stride 2 + 3x3 max-pool stride 2: torchvision's
+    resnet18 (11.69M params at 1000 classes; same as `ImageNetResNet(depth=18)`).
     Names: `stem`, `bn_stem`, `stage{1..4}_block{0,1}/{conv1,bn1,conv2,bn2,shortcut,bn_shortcut}`, `head`.
     """
     num_classes: int
@@ -36,14 +37,9 @@ class ResNet18(nn.Module):
             x = layers.conv(sw, 64, 3, self.stem_stride, name="stem", bias=sw.bias(False))(x)
             x = layers.activation(sw, layers.batch_norm(sw, train, "bn_stem")(x))
         elif self.stem == "imagenet":
-            x = layers.conv(sw, 64, 7, 2, name="stem", bias=sw.bias(False))(x)
-            x = layers.activation(sw, layers.batch_norm(sw, train, "bn_stem")(x))
-            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+            x = imagenet_stem(sw, x, train)
         else:
             raise ConfigError(f"config.model.stem must be one of {', '.join(STEMS)}; got {self.stem!r}.")
-        for s, width in enumerate(WIDTHS):
-            for b in range(2):
-                stride = 2 if s > 0 and b == 0 else 1
-                x = BasicBlock(width, stride, "B", sw, name=f"stage{s + 1}_block{b}")(x, train)
+        x = residual_stages(sw, x, train, DEPTHS[18][1])
         x = jnp.mean(x, axis=(1, 2))
         return layers.head(sw, self.num_classes)(x)

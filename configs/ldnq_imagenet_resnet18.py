@@ -1,0 +1,27 @@
+"""L-DNQ, 3-level ResNet-18 on ImageNet from torchvision's pretrained weights (Chen et al., AAAI'19).
+
+Paper (3 levels), top-1 / top-5: 45.98 / 75.73 (9 levels: 2.73 top-1 below FP); full precision 69.76 / 89.02.
+Every conv and the fc quantized (first and last included, biases with their
+kernels, BatchNorm in full precision), from a random 1% of the train split
+(12,811 images); after each layer a cascade fine-tune with SGD 1e-3, momentum
+0.9, weight decay 5e-4, batches of 128. Other codebooks: --config.ldnq.levels=5|7|9|11.
+
+Weights: torchvision's resnet18 IMAGENET1K_V1 (the checkpoint the L-DNQ README
+starts from), converted once with
+    python -m jaxquant.convert --from resnet18.pth --model resnet18 --out runs/torchvision_resnet18
+(`.safetensors` works without torch; see jaxquant/convert.py).
+"""
+from jaxquant.config import base_config
+
+
+def get_config():
+    c = base_config()
+    c.dataset.update(name="imagenet2012")
+    c.model.update(name="resnet18", stem="imagenet")
+    c.method = dict(name="ldnq")
+    c.ldnq = dict(levels=3, data_fraction=0.01, batch_size=128)
+    c.quant.update(include=(".*kernel", ".*bias"), exclude=("(.*/)?bn[^/]*/.*",))
+    c.optimizer.update(name="momentum", lr=1e-3, momentum=0.9, weight_decay=5e-4)
+    c.train.update(eval_batch_size=500)
+    c.init_checkpoint = "runs/torchvision_resnet18"
+    return c

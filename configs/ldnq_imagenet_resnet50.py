@@ -1,0 +1,27 @@
+"""L-DNQ, 3-level ResNet-50 on ImageNet from torchvision's pretrained weights (Chen et al., AAAI'19).
+
+Paper (3 levels), top-1 / top-5: 56.49 / 81.55; full precision 76.15 / 92.87.
+Every conv and the fc quantized (first and last included, biases with their
+kernels, BatchNorm in full precision), from a random 1% of the train split
+(12,811 images); after each layer a cascade fine-tune with SGD 1e-3, momentum
+0.9, weight decay 5e-4, batches of 128. Other codebooks: --config.ldnq.levels=5|7|9|11.
+
+Weights: torchvision's resnet50 IMAGENET1K_V1 (the checkpoint the L-DNQ README
+starts from), converted once with
+    python -m jaxquant.convert --from resnet50.pth --model resnet50 --out runs/torchvision_resnet50
+(`.safetensors` works without torch; see jaxquant/convert.py).
+"""
+from jaxquant.config import base_config
+
+
+def get_config():
+    c = base_config()
+    c.dataset.update(name="imagenet2012")
+    c.model.update(name="resnet50")
+    c.method = dict(name="ldnq")
+    c.ldnq = dict(levels=3, data_fraction=0.01, batch_size=128)
+    c.quant.update(include=(".*kernel", ".*bias"), exclude=("(.*/)?bn[^/]*/.*",))
+    c.optimizer.update(name="momentum", lr=1e-3, momentum=0.9, weight_decay=5e-4)
+    c.train.update(eval_batch_size=500)
+    c.init_checkpoint = "runs/torchvision_resnet50"
+    return c
