@@ -340,6 +340,11 @@ def gd_tanh(optimizer: optax.GradientTransformation, beta: optax.ScalarOrSchedul
 
 
 def _simplex_init(n_levels, logit_init, seed, then=None):
+    if logit_init not in LOGIT_INITS:
+        raise ValueError(f"unknown logit_init {logit_init!r} (config.method.logit_init); "
+                         f"valid: {', '.join(LOGIT_INITS)}.")
+    level_values(n_levels)  # validates now, not at init time
+
     def init_tree(params):
         logits = initial_logits(params, n_levels, logit_init, seed)
         return logits if then is None else jax.tree.map(then, logits)
