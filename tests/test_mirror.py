@@ -25,10 +25,10 @@ ETA, BETA = 0.1, 2.0
 
 def _problem():
     """A small nonlinear loss of a two-leaf weight pytree (shapes (3, 2) and (2,))."""
-    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
-    X = jax.random.normal(k1, (16, 3))
-    Y = jax.random.normal(k2, (16,))
-    w0 = {"k": 0.5 * jax.random.normal(k3, (3, 2)), "b": jnp.array([0.3, -0.2])}
+    rng = np.random.default_rng(0)
+    X = jnp.asarray(rng.normal(size=(16, 3)), jnp.float32)
+    Y = jnp.asarray(rng.normal(size=(16,)), jnp.float32)
+    w0 = {"k": jnp.asarray(0.5 * rng.normal(size=(3, 2)), jnp.float32), "b": jnp.array([0.3, -0.2])}
 
     def loss(w):
         h = jnp.tanh(X @ w["k"] + w["b"])
@@ -60,12 +60,15 @@ def _close(a, b, **kw):
 
 def _step(method, latent, c, t=0):
     """One step of `method` on the linear loss sum(c * w): returns (new latent, gradient)."""
-    def loss(l):
-        w = method.forward(l, t)
-        return sum(jnp.sum(a * b) for a, b in zip(jax.tree.leaves(c), jax.tree.leaves(w)))
-    g = jax.grad(loss)(latent)
-    upd, _ = method.tx.update(g, method.tx.init(latent), latent)
-    return optax.apply_updates(latent, upd), g
+    @jax.jit
+    def step(latent):
+        def loss(l):
+            w = method.forward(l, t)
+            return sum(jnp.sum(a * b) for a, b in zip(jax.tree.leaves(c), jax.tree.leaves(w)))
+        g = jax.grad(loss)(latent)
+        upd, _ = method.tx.update(g, method.tx.init(latent), latent)
+        return optax.apply_updates(latent, upd), g
+    return step(latent)
 
 
 # ----------------------------------------------------------------------------- beta schedule
@@ -97,8 +100,8 @@ def test_md_tanh_and_md_tanh_s_follow_the_same_trajectory(opt):
     w0, loss = _problem()
     md, mds = jq.md_tanh(opt, BETA), jq.md_tanh_s(opt, BETA)
     x0 = jax.tree.map(lambda y: jnp.tanh(BETA * y), w0)
-    w_md, g_md, _ = _run(md, x0, loss, 25)
-    w_s, g_s, _ = _run(mds, w0, loss, 25)
+    w_md, g_md, _ = _run(md, x0, loss, 15)
+    w_s, g_s, _ = _run(mds, w0, loss, 15)
     _close(w_md, w_s, rtol=2e-4, atol=2e-5)
     _close(g_md, g_s, rtol=2e-3, atol=1e-5)
 
@@ -116,12 +119,13 @@ def test_md_tanh_init_matches_md_tanh_s_init_at_beta_one(opt):
 def test_md_softmax_and_md_softmax_s_follow_the_same_trajectory(opt, levels):
     # u0 = softmax(beta ut0): log u_t = beta ut_t - const at every t.
     w0, loss = _problem()
-    ut0 = M.initial_logits(w0, levels, "random", seed=3)
+    rng = np.random.default_rng(3)
+    ut0 = jax.tree.map(lambda w: jnp.asarray(rng.normal(size=(*w.shape, levels)), jnp.float32), w0)
     u0 = jax.tree.map(lambda z: jax.nn.softmax(BETA * z, axis=-1), ut0)
     md = jq.md_softmax(opt, BETA, levels=levels)
     mds = jq.md_softmax_s(opt, BETA, levels=levels)
-    w_md, g_md, _ = _run(md, u0, loss, 25)
-    w_s, g_s, _ = _run(mds, ut0, loss, 25)
+    w_md, g_md, _ = _run(md, u0, loss, 15)
+    w_s, g_s, _ = _run(mds, ut0, loss, 15)
     _close(w_md, w_s, rtol=2e-4, atol=2e-5)
     _close(g_md, g_s, rtol=2e-3, atol=1e-5)
 
@@ -210,16 +214,17 @@ def test_pmf_single_step_uses_the_approximate_jacobian():
 
 
 def test_pmf_custom_vjp_matches_the_formula_and_not_the_true_jacobian():
-    ut = jax.random.normal(jax.random.PRNGKey(1), (4, 5, 3))
-    g = jax.random.normal(jax.random.PRNGKey(2), (4, 5, 3))
+    rng = np.random.default_rng(1)
+    ut = jnp.asarray(rng.normal(size=(4, 5, 3)), jnp.float32)
+    g = jnp.asarray(rng.normal(size=(4, 5, 3)), jnp.float32)
     beta = jnp.float32(3.0)
-    u, vjp = jax.vjp(lambda z: M.pmf_softmax(z, beta), ut)
-    got = vjp(g)[0]
+    u, got = jax.jit(lambda z, g: (lambda out, vjp: (out, vjp(g)[0]))(
+        *jax.vjp(lambda v: M.pmf_softmax(v, beta), z)))(ut, g)
     un, gn = np.asarray(u), np.asarray(g)
     want = 3.0 * (gn - (gn * un).sum(-1, keepdims=True) * un)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(u, jax.nn.softmax(3.0 * ut, axis=-1), rtol=1e-6)
-    true = jax.vjp(lambda z: jax.nn.softmax(beta * z, axis=-1), ut)[1](g)[0]
+    true = jax.jit(lambda z, g: jax.vjp(lambda v: jax.nn.softmax(beta * v, axis=-1), z)[1](g)[0])(ut, g)
     assert not np.allclose(got, true, atol=1e-3)
 
 
@@ -252,10 +257,14 @@ def test_forward_passes_are_finite_at_the_md_cap():
     beta = jnp.float32(1e35)
     for make in (jq.md_tanh_s, jq.gd_tanh, jq.md_softmax_s, jq.pmf):
         m = make(optax.sgd(0.1), beta)
-        latent = m.init(w)
-        out, vjp = jax.vjp(lambda l: m.forward(l, 0), latent)
+
+        @jax.jit
+        def fwd_bwd(w):
+            out, vjp = jax.vjp(lambda l: m.forward(l, 0), m.init(w))
+            return out, vjp(out)
+        out, grads = fwd_bwd(w)
         assert np.all(np.isfinite(out["k"])), make.__name__
-        assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(vjp(out)))
+        assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
 
 
 def test_mirror_step_composes_in_optax_chain_and_jit():
@@ -289,12 +298,13 @@ def test_simplex_project_returns_hard_levels_in_the_param_shape():
     ut = jnp.array([[[0.1, 0.5, 0.2], [0.9, 0.0, 0.1]], [[0.0, 0.0, 0.3], [0.2, 0.8, 0.1]]])
     for make in (jq.md_softmax, jq.md_softmax_s, jq.pmf):
         m = make(optax.sgd(0.1), BETA, levels=3)
-        np.testing.assert_array_equal(m.project(ut), [[0, -1], [1, 0]])
+        np.testing.assert_array_equal(jax.jit(m.project)(ut), [[0, -1], [1, 0]])
         w = {"k": jnp.ones((4, 5)), "b": jnp.zeros((5,))}
-        latent = m.init(w)
+        latent = jax.eval_shape(m.init, w)
         assert latent["k"].shape == (4, 5, 3) and latent["b"].shape == (5, 3)
-        assert jax.tree.map(jnp.shape, m.project(latent)) == jax.tree.map(jnp.shape, w)
-        assert jax.tree.map(jnp.shape, m.forward(latent, 0)) == jax.tree.map(jnp.shape, w)
+        shapes = lambda f, *a: jax.tree.map(lambda x: x.shape, jax.eval_shape(f, *a))  # noqa: E731
+        assert shapes(m.project, latent) == shapes(lambda v: v, w)
+        assert shapes(lambda l: m.forward(l, 0), latent) == shapes(lambda v: v, w)
 
 
 def test_level_values():
@@ -305,11 +315,11 @@ def test_level_values():
 
 def test_random_logit_init_keeps_the_scale_of_w0():
     w = {"k": jnp.full((30, 20), 0.1).at[0, 0].set(-0.2), "b": 0.1 * jnp.arange(-5.0, 5.0)}
-    ut = M.initial_logits(w, 2, "random", seed=0)
+    ut = jax.jit(lambda w: M.initial_logits(w, 2, "random", seed=0))(w)
     assert float(jnp.max(jnp.abs(ut["k"]))) <= 0.2
     assert float(jnp.std(ut["k"])) > 0.05  # independent draws, not w0 copies
     np.testing.assert_allclose(float(jnp.std(ut["b"])), float(jnp.std(w["b"])), rtol=0.5)
-    again = M.initial_logits(w, 2, "random", seed=0)
+    again = jax.jit(lambda w: M.initial_logits(w, 2, "random", seed=0))(w)
     np.testing.assert_array_equal(ut["k"], again["k"])
 
 
