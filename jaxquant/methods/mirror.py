@@ -3,17 +3,17 @@
 Binary {-1, +1} and ternary {-1, 0, +1} networks trained through a continuous
 relaxation whose sharpness beta_t is annealed (METHODS.md §1):
 
-| method       | latent                    | forward weight                 | update                        | rounding  |
-|--------------|---------------------------|--------------------------------|-------------------------------|-----------|
-| md_tanh      | primal x in (-1, 1)       | x                              | x <- tanh(atanh(x) + beta u)  | sign(x)   |
-| md_softmax   | simplex u, shape (..., d) | sum_l u_l q_l                  | u <- normalize(u exp(beta u)) | argmax u  |
-| md_tanh_s    | auxiliary y in R          | tanh(beta y) (identity bwd)    | optimizer on y                | sign(y)   |
-| md_softmax_s | logits ut, (..., d)       | sum_l softmax(beta ut)_l q_l   | optimizer on ut, identity bwd | argmax ut |
-| gd_tanh      | auxiliary y               | tanh(beta y) (true chain rule) | optimizer on y                | sign(y)   |
-| pmf          | logits ut, (..., d)       | sum_l softmax(beta ut)_l q_l   | optimizer on ut, g (I - u u^T)| argmax ut |
+  method        latent               forward weight               update               rounding
+  md_tanh       x in (-1, 1)         x                            tanh(atanh x + b s)  sign(x)
+  md_softmax    u on the d-simplex   sum_l u_l q_l                norm(u exp(b s))     argmax u
+  md_tanh_s     y in R               tanh(b y), identity bwd      optimizer on y       sign(y)
+  md_softmax_s  ut in R^d            sum softmax(b ut)_l q_l, id  optimizer on ut      argmax ut
+  gd_tanh       y in R               tanh(b y), true chain rule   optimizer on y       sign(y)
+  pmf           ut in R^d            sum softmax(b ut)_l q_l      g_ut = b g (I - uu^T) argmax ut
 
-Here u_t is the step the preceding optimizer proposes (u_t = -lr * Adam
-direction), so `optax.chain(optax.adam(lr), mirror_step("tanh", beta))` is MD-tanh.
+b = beta_t; s = the step the preceding optimizer proposes (e.g. -lr * the Adam
+direction of dL/dx or dL/du); simplex latents carry a trailing axis of size d (the
+number of levels q_l). So `optax.chain(optax.adam(lr), mirror_step("tanh", beta))` is MD-tanh.
 The "-S" forms are the numerically stable equivalents of MD: with a constant
 beta and equivalent initial points (x0 = tanh(beta y0), u0 = softmax(beta ut0))
 md_tanh / md_tanh_s and md_softmax / md_softmax_s follow the same trajectory,
@@ -23,7 +23,8 @@ for any elementwise optimizer. beta_t = bts^ceil(t / bti), beta_0 = 1, capped
 Ternary: tanh-S uses the shifted tanh x = 1/2 [tanh(beta (y + 1/2)) + tanh(beta (y - 1/2))]
 rounded -1 / 0 / +1 at y <= -1/2 / in between / y >= 1/2 (its beta -> inf limit);
 the simplex methods use a 3-way simplex over q = (-1, 0, 1). md_tanh is binary
-only (the shifted tanh has no closed-form inverse for a mirror map).
+only: the shifted tanh has no closed-form inverse to take the mirror step through
+(md_tanh_s is its equivalent form and does ternary).
 
 Initialisation from the full-precision params w0 (md-bnn, pmf): MD-tanh x0 =
 tanh(w0); MD-tanh-S / GD-tanh y0 = w0; the simplex methods need d logits per
@@ -202,7 +203,7 @@ def tanh_round(y: Array, n_levels: int = 2) -> Array:
 
 
 def simplex_softmax(ut: Array, beta: Array) -> Array:
-    """softmax(beta ut) over the trailing axis, shifted by max(ut) first so beta up to 1e35 cannot overflow."""
+    """softmax(beta ut) over the trailing axis; ut - max(ut) first, so beta up to 1e35 cannot overflow."""
     ut = ut - jax.lax.stop_gradient(jnp.max(ut, axis=-1, keepdims=True))
     return jax.nn.softmax(beta.astype(ut.dtype) * ut, axis=-1)
 
@@ -355,7 +356,8 @@ def md_softmax(optimizer: optax.GradientTransformation, beta: optax.ScalarOrSche
                mask: MaskLike = None, levels: int = 2, logit_init: str = "random",
                seed: int = 0) -> Method:
     """MD-softmax (AISTATS'21): latent u0 = softmax(ut0) on the d-simplex (shape (..., d)),
-    forward sum_l u_l q_l, u <- normalize(u exp(beta_t u_step)) in log space, round q[argmax u].
+    forward sum_l u_l q_l, u <- normalize(u exp(beta_t s)) in log space (s = the optimizer's
+    step from dL/du), round q[argmax u].
     """
     q = level_values(levels)
     return _method(None, lambda u, step: expected_weight(u, q), lambda u: argmax_level(u, q),
