@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import jaxquant as jq
 from jaxquant import config_check
@@ -239,6 +240,36 @@ def test_tanh_dual_step_is_finite_at_and_near_plus_minus_one():
     # a saturated weight still moves back when the step points inward
     back = M.tanh_dual_step(jnp.array([1.0, -1.0]), jnp.array([-8.0, 8.0]), jnp.float32(1.0))
     assert 0 < back[0] < 0.5 and -0.5 < back[1] < 0
+
+
+_tanh_step = jax.jit(M.tanh_dual_step)
+_softmax_step = jax.jit(M.softmax_dual_step)
+_unit = st.floats(-1.0, 1.0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(x=st.floats(-0.95, 0.95), u1=_unit, u2=_unit, beta=st.floats(0.25, 3.0))
+def test_tanh_mirror_steps_add_in_the_dual_space(x, u1, u2, beta):
+    # atanh(x) is the dual coordinate: two steps u1, u2 = one step u1 + u2.
+    b = jnp.float32(beta)
+    x, u1, u2 = (jnp.array([v], jnp.float32) for v in (x, u1, u2))
+    two = _tanh_step(_tanh_step(x, u1, b), u2, b)
+    np.testing.assert_allclose(two, _tanh_step(x, u1 + u2, b), atol=1e-3)
+    np.testing.assert_allclose(_tanh_step(x, 0 * u1, b), x, atol=1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(logits=st.lists(st.floats(-3.0, 3.0), min_size=3, max_size=3),
+       u1=st.lists(_unit, min_size=3, max_size=3), u2=st.lists(_unit, min_size=3, max_size=3),
+       beta=st.floats(0.25, 3.0))
+def test_softmax_mirror_steps_stay_on_the_simplex_and_add_in_log_space(logits, u1, u2, beta):
+    b = jnp.float32(beta)
+    p = jax.nn.softmax(jnp.array(logits, jnp.float32))
+    u1, u2 = jnp.array(u1, jnp.float32), jnp.array(u2, jnp.float32)
+    two = _softmax_step(_softmax_step(p, u1, b), u2, b)
+    np.testing.assert_allclose(two.sum(), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(two, _softmax_step(p, u1 + u2, b), atol=1e-5)
+    np.testing.assert_allclose(two, jax.nn.softmax(jnp.log(p) + b * (u1 + u2)), atol=1e-5)
 
 
 def test_mirror_step_softmax_is_finite_at_huge_beta_and_on_vertices():
