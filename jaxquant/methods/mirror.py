@@ -319,7 +319,11 @@ def md_tanh_s(optimizer: optax.GradientTransformation, beta: optax.ScalarOrSched
     """MD-tanh-S (AISTATS'21): latent y0 = w0, forward tanh(beta_t y) with identity backward
     (dL/dy := dL/dx, no Jacobian), the optimizer on y, round sign(y).
 
-    Ternary (levels=3): the shifted tanh of `tanh_map`, rounding `tanh_round`.
+    Ternary (levels=3): the shifted tanh of `tanh_map`, rounding `tanh_round`. Caveat
+    (measured on digits): with non-affine BN the net is scale invariant, so latents
+    started inside (-1/2, 1/2) (xavier w0) may never leave the zero band; the soft net
+    then trains while every rounded weight is 0. PMF / md_softmax_s ternary do not
+    have this problem.
     """
     n = _check_tanh_levels(levels, "md_tanh_s")
 
