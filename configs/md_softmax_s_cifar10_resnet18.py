@@ -1,0 +1,6 @@
+"""MD-softmax-S (Ajanthan et al., AISTATS'21), binary ResNet-18 on CIFAR-10: lr 0.001, lrs 0.3, bts 1.02, bti 200 (jaxquant.papers.mirror)."""
+from jaxquant.papers import mirror
+
+
+def get_config():
+    return mirror.config("md_softmax_s", "cifar10", "resnet18")

@@ -1,0 +1,9 @@
+"""MD-softmax (Ajanthan et al., AISTATS'21), binary ResNet-18 on TinyImageNet: lr 0.001, lrs 0.2, bts 1.02, bti 200 (jaxquant.papers.mirror).
+
+Data: --config.dataset.name=tiny_imagenet:/path/to/tiny-imagenet-200 (default data/tiny-imagenet-200).
+"""
+from jaxquant.papers import mirror
+
+
+def get_config():
+    return mirror.config("md_softmax", "tiny_imagenet", "resnet18")

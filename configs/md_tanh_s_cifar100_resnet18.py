@@ -1,0 +1,6 @@
+"""MD-tanh-S (Ajanthan et al., AISTATS'21), binary ResNet-18 on CIFAR-100: lr 0.001, lrs 0.2, bts 1.2, bti 500 (jaxquant.papers.mirror)."""
+from jaxquant.papers import mirror
+
+
+def get_config():
+    return mirror.config("md_tanh_s", "cifar100", "resnet18")

@@ -1,0 +1,6 @@
+"""PMF (Ajanthan et al., ICCV'19), binary ResNet-18 on CIFAR-10: lr 0.001, lrs 0.3, bts 1.1, bti 1000 (jaxquant.papers.mirror)."""
+from jaxquant.papers import mirror
+
+
+def get_config():
+    return mirror.config("pmf", "cifar10", "resnet18")
