@@ -34,18 +34,19 @@ def _mlp_loss(p, x, y):
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
 
-def _run(method, loss, latent, steps, start=0, state=None):
-    state = method.tx.init(latent) if state is None else state
-
+def _trajectory(method, loss, params, steps):
+    """[(latent_t, state_t)] for t = 0..steps, one compiled step."""
     @jax.jit
     def step_fn(latent, state, t):
         grads = jax.grad(lambda l: loss(method.forward(l, t)))(latent)
         updates, state = method.tx.update(grads, state, latent)
         return optax.apply_updates(latent, updates), state
 
-    for t in range(start, start + steps):
-        latent, state = step_fn(latent, state, t)
-    return latent, state
+    latent = method.init(params)
+    out = [(latent, method.tx.init(latent))]
+    for t in range(steps):
+        out.append(step_fn(*out[-1], t))
+    return out
 
 
 # Reference meta nets written per element, as the released code runs them.
@@ -85,9 +86,8 @@ def test_meta_gradient_matches_finite_differences_of_the_ste_surrogate(kind, for
     lr = 0.5
     method = metaquant(optax.adam(lr), lr, mask=KERNELS, meta_net=kind, forward=forward, hidden=6)
     loss = lambda p: _mlp_loss(p, x, y)  # noqa: E731
-    latent, _ = _run(method, loss, method.init(params), steps=2)  # memory now holds g_Ŵ, W̃, h, c
-    step = 2
-    impl = jax.grad(lambda l: loss(method.forward(l, step)))(latent)["meta"]
+    latent, _ = _trajectory(method, loss, params, 2)[-1]  # memory now holds g_Ŵ, W̃, h, c
+    impl = jax.jit(jax.grad(lambda l: loss(method.forward(l, 2))))(latent)["meta"]
 
     # The loss as a function of φ alone, with the quantizer replaced by its STE surrogate
     # around the current point (Ŵ ≈ Ŵ0 + ∂Ŵ/∂W_fwd · δW_fwd), from the formulas only.
@@ -128,8 +128,7 @@ def test_meta_gradient_matches_finite_differences_of_the_ste_surrogate(kind, for
         assert ad == pytest.approx(fd, rel=2e-2, abs=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["multifc", "fcgrad"])
-@pytest.mark.parametrize("variant", ["paper", "released"])
+@pytest.mark.parametrize("kind,variant", [("multifc", "paper"), ("fcgrad", "released")])
 def test_sgd_commits_minus_lr_c_times_meta_output_not_the_ste_gradient(kind, variant):
     """One linear layer, L = |x Ŵ − y|² / (2n): g_Ŵ = xᵀ(xŴ − y)/n by hand.
 
@@ -144,8 +143,7 @@ def test_sgd_commits_minus_lr_c_times_meta_output_not_the_ste_gradient(kind, var
     lr = 0.1
     method = metaquant(optax.sgd(lr), lr, meta_net=kind, variant=variant, hidden=7)
     loss = lambda p: 0.5 * jnp.mean(jnp.sum((x @ p["w"] - y) ** 2, -1))  # noqa: E731
-    latent0 = method.init({"w": jnp.asarray(w0)})
-    latent1, state1 = _run(method, loss, latent0, steps=1)
+    (latent0, _), (latent1, _), (latent2, _) = _trajectory(method, loss, {"w": jnp.asarray(w0)}, 2)
     np.testing.assert_array_equal(latent1["weights"]["w"], w0)  # step 0: no meta gradient yet
 
     w_hat = np.where(w0 >= 0, 1.0, -1.0)
@@ -158,7 +156,6 @@ def test_sgd_commits_minus_lr_c_times_meta_output_not_the_ste_gradient(kind, var
     m1 = np.asarray(_ref_meta(phi, kind, jnp.asarray(g0), jnp.asarray(pre0))[0])
     c = (1 - t * t) / np.abs(t).max()
 
-    latent2, _ = _run(method, loss, latent1, steps=1, start=1, state=state1)
     step = np.asarray(latent2["weights"]["w"]) - w0
     np.testing.assert_allclose(step, -lr * c * m1, rtol=1e-4, atol=1e-7)
     ste_step = -lr * g0
@@ -171,8 +168,7 @@ def test_paper_variant_commits_the_forward_weights_released_runs_one_step_behind
     out = {}
     for variant in ("paper", "released"):
         method = metaquant(optax.sgd(0.3), 0.3, mask=KERNELS, variant=variant)
-        latent, state = _run(method, loss, method.init(params), steps=3)
-        after, _ = _run(method, loss, latent, steps=1, start=3, state=state)
+        (latent, _), (after, _) = _trajectory(method, loss, params, 4)[3:]
         # the committed W: its hard quantization, and (dorefa: W̃ of W_fwd) the memory
         w_fwd = [latent["weights"][n]["kernel"] + m["update"] for n, m in zip(["l1", "l2"], latent["memory"])]
         committed = [after["weights"][n]["kernel"] for n in ["l1", "l2"]]
@@ -187,12 +183,7 @@ def test_lstm_state_is_kept_per_element_and_carried_across_steps():
     params, x, y = _two_layer()
     loss = lambda p: _mlp_loss(p, x, y)  # noqa: E731
     method = metaquant(optax.sgd(0.3), 0.3, mask=KERNELS, meta_net="lstmfc", hidden=5)
-    lat = [method.init(params)]
-    state = method.tx.init(lat[0])
-    for t in range(3):
-        grads = jax.grad(lambda l: loss(method.forward(l, t)))(lat[-1])
-        updates, state = method.tx.update(grads, state, lat[-1])
-        lat.append(optax.apply_updates(lat[-1], updates))
+    lat = [latent for latent, _ in _trajectory(method, loss, params, 3)]
     mem = [l["memory"][1] for l in lat]  # layer l2, kernel (6, 3)
     assert mem[3]["h"].shape == (6, 3, 5)
     np.testing.assert_array_equal(mem[1]["h"], 0.0)  # step 0 runs no meta net
@@ -236,7 +227,7 @@ def test_table1_configs_validate():
 
 def test_metaquant_dorefa_sgd_digits_reaches_90_percent(tmp_path):
     c = load_config("metaquant_dorefa_sgd_digits")
-    c.model.features = (128, 128)
-    c.train.update(epochs=5)
+    c.model.features = (64,)
+    c.train.update(epochs=5, log_every_steps=110)
     result = train.train_and_evaluate(c, str(tmp_path), log=lambda *_: None)
     assert result["test_accuracy"] >= 0.90
