@@ -79,8 +79,9 @@ def _calib(w, forward):
     return jnp.ones_like(w) if forward == "bwn" else (1 - t * t) / jnp.max(jnp.abs(t))
 
 
-@pytest.mark.parametrize("kind,forward", [("multifc", "dorefa"), ("fcgrad", "bwn"),
-                                          ("lstmfc", "dorefa")])
+@pytest.mark.parametrize("kind,forward", [
+    ("multifc", "dorefa"), ("fcgrad", "bwn"),
+    pytest.param("lstmfc", "dorefa", marks=pytest.mark.slow)])  # lstmfc: ~15 s of compiling
 def test_meta_gradient_matches_finite_differences_of_the_ste_surrogate(kind, forward):
     params, x, y = _two_layer()
     lr = 0.5

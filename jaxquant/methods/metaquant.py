@@ -47,7 +47,7 @@ Notebook use::
 from __future__ import annotations
 
 import difflib
-from typing import Any, Callable, NamedTuple, Optional, Union
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -56,6 +56,7 @@ import optax
 from jaxquant import quantizers as Q
 from jaxquant.errors import ConfigError
 from jaxquant.methods.base import Context, Method
+from jaxquant.methods.baselines import MaskLike, _mask_fn
 
 Params = Any
 Array = jax.Array
@@ -171,15 +172,6 @@ class MetaQuantState(NamedTuple):
     meta: optax.OptState
 
 
-MaskLike = Union[None, Callable[[Params], Params], Params]
-
-
-def _mask_fn(mask: MaskLike) -> Callable[[Params], Params]:
-    if mask is None:
-        return lambda p: jax.tree.map(lambda _: True, p)
-    return mask if callable(mask) else (lambda p: mask)
-
-
 def _check_choice(value, valid, field):
     if value not in valid:
         close = difflib.get_close_matches(str(value), valid, n=1)
@@ -205,6 +197,8 @@ def metaquant(optimizer: optax.GradientTransformation,
     _check_choice(meta_net, META_NETS, "config.method.meta_net")
     _check_choice(variant, VARIANTS, "config.method.variant")
     bits = Q.check_bits(bits, "config.method.bits")
+    if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
+        raise ConfigError(f"config.method.hidden must be a positive integer, got {hidden!r}.")
     mask_fn = _mask_fn(mask)
     lr_fn = learning_rate if callable(learning_rate) else (lambda _: learning_rate)
     meta_opt = optax.adam(meta_lr)
