@@ -3,7 +3,7 @@
 A CPU-sized check of the method (< 1 min): every dense kernel binary (±1), BN and
 biases full precision, MultiFC meta net (hidden 100, Adam 1e-3), trained from
 scratch. The paper's CIFAR recipe (base lr 1e-3 from a full-precision checkpoint) is
-in `metaquant_table1.py`; from scratch on digits the base SGD lr is larger. Its STE
+in `metaquant_cifar.py`; from scratch on digits the base SGD lr is larger. Its STE
 twin with the same budget: `ste_dorefa_sgd_digits.py`.
 """
 from jaxquant.config import base_config
