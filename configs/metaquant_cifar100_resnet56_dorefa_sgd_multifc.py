@@ -1,0 +1,7 @@
+"""MetaQuant Table 1 cell: ResNet-56 CIFAR-100, 1-bit dorefa, sgd, multifc (recipe: metaquant_cifar.py)."""
+import os, runpy  # noqa: E401
+
+
+def get_config():
+    table = runpy.run_path(os.path.join(os.path.dirname(__file__), "metaquant_cifar.py"))
+    return table["get_config"]("resnet56,dorefa,sgd,multifc")
