@@ -11,6 +11,10 @@ Models (`config.model.name`):
                        64x64) or 'imagenet' (7x7/2 + max-pool); projection shortcuts.
   vgg16                VGG-16 + BN, CIFAR variant (md-bnn / pmf): 13 convs, fc 512,
                        fc 512, head; `stem_stride` (default 1).
+  resnet20q            PD-QAT's pre-activation ResNet (widths 16/32/64 x `expand`,
+                       default 5; `depth` 6n+2, default 20) with switchable BatchNorm
+                       (`switchable_bn`, default True): apply(..., low_precision=False)
+                       runs the full-precision pass (see `resnet20q.py`).
 
 Switches (every model; see `layers.Switches`): `affine_bn` (True), `use_bias`
 (None = model default: no bias on layers followed by BN in ResNets/VGG, biases in
@@ -43,9 +47,11 @@ from jaxquant.models.lenet import LeNet5
 from jaxquant.models.mlp import MLP
 from jaxquant.models.resnet18 import STEMS, ResNet18
 from jaxquant.models.resnet_cifar import CifarResNet
+from jaxquant.models import resnet20q as _resnet20q
+from jaxquant.models.resnet20q import ResNet20Q
 from jaxquant.models.vgg import VGG16
 
-__all__ = ["build", "names", "Switches", "MLP", "LeNet5", "CifarResNet", "ResNet18", "VGG16"]
+__all__ = ["build", "names", "Switches", "MLP", "LeNet5", "CifarResNet", "ResNet18", "VGG16", "ResNet20Q"]
 
 
 def _mlp(cfg, n, sw):
@@ -91,6 +97,7 @@ _REGISTRY: dict[str, Callable[[Any, int, Switches], nn.Module]] = {
     **{f"resnet{d}": _cifar_resnet(d) for d in (20, 32, 44, 56, 110)},
     "resnet18": _resnet18,
     "vgg16": _vgg16,
+    "resnet20q": _resnet20q.build,
 }
 
 
