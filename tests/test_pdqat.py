@@ -297,13 +297,24 @@ def test_resnet20q_parameter_count_and_shapes():
     assert shapes["stage1_block0/bn1_fp/scale"] == (80,)
 
 
-def test_resnet20q_switches_bn_set_and_activation_quantization():
+@pytest.fixture(scope="module")
+def resnet8q():
+    """A tiny resnet20q (depth 8, widths 16/32/64, 2-bit activations), its variables and a batch."""
     model = _resnet20q(depth=8, expand=1)
-    x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 3))
-    v = model.init(jax.random.PRNGKey(1), x, train=False)
+    x = jax.random.normal(jax.random.PRNGKey(0), (4, 4, 4, 3))
+    return model, jax.jit(lambda k: model.init(k, x, train=False))(jax.random.PRNGKey(1)), x
+
+
+def test_resnet20q_switches_bn_set_and_activation_quantization(resnet8q):
+    model, v, x = resnet8q
+
+    @jax.jit
+    def both(v):
+        return [model.apply(v, x, train=True, low_precision=low,
+                            mutable=["batch_stats", "intermediates"])[1] for low in (True, False)]
+
     inter = {}
-    for low in (True, False):
-        _, mut = model.apply(v, x, train=True, low_precision=low, mutable=["batch_stats", "intermediates"])
+    for low, mut in zip((True, False), both(v)):
         inter[low] = P._layer_values(mut["intermediates"], "_input")
         changed = [p for p, a, b in zip(param_paths(v["batch_stats"]), jax.tree.leaves(v["batch_stats"]),
                                         jax.tree.leaves(mut["batch_stats"])) if not np.allclose(a, b)]
@@ -317,17 +328,18 @@ def test_resnet20q_switches_bn_set_and_activation_quantization():
     assert len(np.unique(np.asarray(inter[False]["stage1_block0/conv2"]))) > 4
 
 
-def test_dorefa_baseline_composes_with_resnet20q():
-    model = _resnet20q(depth=8, expand=1, switchable_bn=False)
-    x = jax.random.normal(jax.random.PRNGKey(0), (4, 8, 8, 3))
-    v = model.init(jax.random.PRNGKey(1), x, train=False)
-    assert not any("_fp" in p for p in param_paths(v["params"]))
+def test_dorefa_baseline_composes_with_resnet20q(resnet8q):
+    model, v, x = resnet8q
+    one_set = jax.eval_shape(lambda: _resnet20q(depth=8, expand=1, switchable_bn=False).init(
+        jax.random.PRNGKey(0), x, train=False))
+    assert not any("_fp" in p for p in param_paths(one_set["params"]))
     mask = lambda p: quant_mask(p, [".*kernel"], ["stem/.*", "head/.*"], strict=False)  # noqa: E731
     m = dorefa(optax.adam(1e-3), 2, mask=mask)
-    (loss, aux), g = jax.value_and_grad(
+    (loss, aux), g = jax.jit(jax.value_and_grad(
         lambda l: default_loss(m, model.apply, l, v["batch_stats"], x, jnp.arange(4), 0),
-        has_aux=True)(m.init(v["params"]))
+        has_aux=True))(m.init(v["params"]))
     assert np.isfinite(loss) and np.abs(g["stage2_block0"]["shortcut"]["kernel"]).max() > 0
+    assert np.abs(g["stage2_block0"]["bn1_fp"]["scale"]).max() == 0  # the default pass is low precision
     assert len(np.unique(np.asarray(m.project(v["params"])["stage1_block0"]["conv1"]["kernel"]))) <= 4
 
 
@@ -369,13 +381,17 @@ def test_dual_ranking_file_round_trips_into_a_mixed_precision_run(tmp_path):
     c = load_config("pdqat_layerwise_fashion_mnist")
     c.dataset.update(name="digits", validation=0)
     c.model.update(depth=8, expand=1)
-    exp = train.build_experiment(c)
-    latent = exp.method.init(exp.params)
+    model = models.build(c.model, 10)
+    params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 1)),
+                                               train=False))["params"]
+    mask = lambda p: quant_mask(p, list(c.quant.include), list(c.quant.exclude), strict=False)  # noqa: E731
+    method = P.pdqat(optax.adam(1e-3), 2, mask=mask, eps_out=0.7, layerwise=True)
+    latent = method.init(params)
     lams = {"stage3_block0/shortcut": 0.9, "stage1_block0/conv1": 0.5, "stage2_block0/conv2": 0.1}
     for name, v in lams.items():
         block, conv = name.split("/")
         latent["duals"]["layers"][block][conv] = jnp.asarray(v)
-    state = exp.method.final_state(latent)
+    state = method.final_state(latent)
     assert state["ranking"][:3] == list(lams)
     (tmp_path / "method_state.json").write_text(json.dumps(state))
 
