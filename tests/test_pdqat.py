@@ -414,7 +414,7 @@ def test_layerwise_run_writes_ranked_duals_and_trains(tmp_path):
     c = load_config("pdqat_layerwise_fashion_mnist")
     c.dataset.update(name="digits", validation=0)
     c.model.update(depth=8, expand=1)
-    c.method.update(eps_layer=0.0, dual_update="step")  # every D_l > 0: every lambda_l grows
+    c.method.update(eps_layer=1e-7, dual_update="step")  # D_l > eps: every lambda_l grows
     c.train.update(epochs=2, batch_size=64, log_every_steps=11)
     result = train.train_and_evaluate(c, str(tmp_path), log=lambda *_: None)
     assert result["test_accuracy"] > 0.5
