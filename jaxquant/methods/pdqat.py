@@ -59,7 +59,9 @@ ranked by lam_l, largest first) for `config.quant.full_precision_layers`.
 Model contract (met by `resnet20q`): `apply(..., low_precision=bool)` switches
 the BatchNorm set and activation quantization; for layer-wise constraints the
 model sows `<layer>_input` / `<layer>_output` into 'intermediates' and accepts
-`layer_inputs` (see `jaxquant.models.resnet20q`).
+`layer_inputs` (see `jaxquant.models.resnet20q`). Every quantized layer (a masked
+`<layer>/kernel`) that sows an output gets a constraint; others (none in
+resnet20q's configs) keep lam_l at its initial value.
 """
 from __future__ import annotations
 
@@ -265,6 +267,7 @@ def pdqat(optimizer: optax.GradientTransformation, bits: int, *, mask: Callable[
             z_b = _layer_values(low["intermediates"], _OUTPUT)
             z_32 = _layer_values(high["intermediates"], _OUTPUT)
             lams = _flatten(duals["layers"])
+            lams = {n: lam for n, lam in lams.items() if n in z_b}  # layers that sow outputs
             d = {n: jnp.mean(jnp.square(z_32[n] - z_b[n])) for n in lams}
             lagrangian += sum(lams[n] * (d[n] - eps_layer) for n in lams)
             if lams:
