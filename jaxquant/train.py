@@ -66,7 +66,8 @@ def build_experiment(config) -> Experiment:
     """Data, model, method and schedules for `config` (no training)."""
     validate(config)
     ds = data.load(config.dataset)
-    model = models.build(config.model, ds.num_classes)
+    fp_layers = full_precision_layers(config.quant.full_precision_layers)
+    model = models.build(config.model, ds.num_classes, fp_layers)
     mesh = parallel.make_mesh()
     batch = int(config.train.batch_size)
     parallel.check_batch(batch, mesh)
@@ -81,7 +82,7 @@ def build_experiment(config) -> Experiment:
         params, batch_stats = _warm_start(config.init_checkpoint, params, batch_stats)
 
     exclude = list(config.quant.exclude) + layer_excludes(
-        full_precision_layers(config.quant.full_precision_layers, params))
+        full_precision_layers(fp_layers, params))  # checks the names against the params
     mask = quant_mask(params, list(config.quant.include), exclude)
     mask_fn = lambda p: quant_mask(p, list(config.quant.include), exclude, strict=False)  # noqa: E731
     lr = make_schedule(config.schedule, float(config.optimizer.lr), steps_per_epoch, total_steps)

@@ -276,9 +276,9 @@ def test_tx_descends_on_params_and_ascends_on_duals():
 
 # ------------------------------------------------------------------ resnet20q
 
-def _resnet20q(**kw):
+def _resnet20q(fp_layers=(), **kw):
     cfg = ml_collections.ConfigDict(dict(name="resnet20q", act_bits=2, **kw))
-    return models.build(cfg, 10)
+    return models.build(cfg, 10, fp_layers)
 
 
 def test_resnet20q_parameter_count_and_shapes():
@@ -299,8 +299,9 @@ def test_resnet20q_parameter_count_and_shapes():
 
 @pytest.fixture(scope="module")
 def resnet8q():
-    """A tiny resnet20q (depth 8, widths 16/32/64, 2-bit activations), its variables and a batch."""
-    model = _resnet20q(depth=8, expand=1)
+    """A tiny resnet20q (depth 8, widths 16/32/64, 2-bit activations; stage2_block0/conv2 kept
+    at 32 bits), its variables and a batch."""
+    model = _resnet20q(("stage2_block0/conv2",), depth=8, expand=1)
     x = jax.random.normal(jax.random.PRNGKey(0), (4, 4, 4, 3))
     return model, jax.jit(lambda k: model.init(k, x, train=False))(jax.random.PRNGKey(1)), x
 
@@ -324,8 +325,11 @@ def test_resnet20q_switches_bn_set_and_activation_quantization(resnet8q):
                                    "stage2_block0/shortcut", "stage3_block0/conv1",
                                    "stage3_block0/conv2", "stage3_block0/shortcut"]
     for name, a in inter[True].items():  # 2-bit activations: levels {0, 1/3, 2/3, 1}
-        np.testing.assert_allclose(np.asarray(a) * 3, np.round(np.asarray(a) * 3), atol=1e-5)
+        if name != "stage2_block0/conv2":
+            np.testing.assert_allclose(np.asarray(a) * 3, np.round(np.asarray(a) * 3), atol=1e-5)
     assert len(np.unique(np.asarray(inter[False]["stage1_block0/conv2"]))) > 4
+    # a full-precision layer of a mixed-precision model sees unquantized inputs
+    assert len(np.unique(np.asarray(inter[True]["stage2_block0/conv2"]))) > 4
 
 
 def test_dorefa_baseline_composes_with_resnet20q(resnet8q):
@@ -402,6 +406,7 @@ def test_dual_ranking_file_round_trips_into_a_mixed_precision_run(tmp_path):
     flat = dict(zip(param_paths(mixed.mask), jax.tree.leaves(mixed.mask)))
     assert not flat["stage3_block0/shortcut/kernel"] and not flat["stage1_block0/conv1/kernel"]
     assert flat["stage2_block0/conv2/kernel"] and not flat["stem/kernel"]
+    assert mixed.model.sw.full_precision_layers == ("stage3_block0/shortcut", "stage1_block0/conv1")
     projected = mixed.method.project(mixed.method.init(mixed.params))
     np.testing.assert_array_equal(projected["stage3_block0"]["shortcut"]["kernel"],
                                   mixed.params["stage3_block0"]["shortcut"]["kernel"])

@@ -37,7 +37,8 @@ from __future__ import annotations
 
 from jaxquant.errors import ConfigError
 
-from typing import Any, Callable
+import dataclasses
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 
@@ -106,12 +107,18 @@ def names() -> list[str]:
     return list(_REGISTRY)
 
 
-def build(cfg: Any, num_classes: int) -> nn.Module:
-    """The Flax module named by `cfg.name` (a `config.model` ConfigDict or dict)."""
+def build(cfg: Any, num_classes: int, full_precision_layers: Sequence[str] = ()) -> nn.Module:
+    """The Flax module named by `cfg.name` (a `config.model` ConfigDict or dict).
+
+    `full_precision_layers` (layer names, see `Switches`) are kept at 32 bits by the
+    models that quantize activations per layer (resnet20q).
+    """
     name = cfg.get("name", None)
     if name not in _REGISTRY:
         raise ConfigError(f"Unknown model {name!r} (config.model.name). Valid models: "
                          f"{', '.join(names())}. Set --config.model.name to one of them.")
     if int(num_classes) < 1:
         raise ConfigError(f"num_classes must be a positive integer; got {num_classes!r}.")
-    return _REGISTRY[name](cfg, int(num_classes), switches_from_config(cfg))
+    sw = dataclasses.replace(switches_from_config(cfg),
+                             full_precision_layers=tuple(full_precision_layers))
+    return _REGISTRY[name](cfg, int(num_classes), sw)

@@ -10,6 +10,9 @@ One network, two precisions sharing every conv/dense weight:
 The nonlinearity is clip(x, 0, 1) in both passes. `stem` and `head` are never
 fed quantized activations (and are excluded from weight quantization by the
 PD-QAT configs): 18 block convs + 2 shortcut convs are the quantized layers.
+A layer named in `Switches.full_precision_layers` (mixed precision, from
+`config.quant.full_precision_layers`) also gets unquantized inputs, as con-qat's
+train_selec.py sets both wbit and abit of those layers to 32.
 
 Layer outputs for layer-wise constraints (METHODS.md §5): with the mutable
 collection 'intermediates', every quantized conv `c` sows `c_input` (the input it
@@ -81,7 +84,8 @@ class PreActBlockQ(nn.Module):
 
         def qconv(name, kernel, stride, v):
             c = layers.conv(sw, self.features, kernel, stride, name=name, bias=sw.bias(False))
-            v = q(v)
+            if f"{self.name}/{name}" not in sw.full_precision_layers:  # mixed precision: 32-bit input
+                v = q(v)
             y = c(v)
             if layer_inputs is None:
                 self.sow("intermediates", name + "_input", v)
