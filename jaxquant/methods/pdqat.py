@@ -18,7 +18,8 @@ lam_out starts at 1, every lam_l at 0.
 Weights (`pdqat_weight`), E = stop_grad(mean|W|):
     low precision:  E (2 q_b(tanh W / (2 max|tanh W|) + 1/2) - 1), STE through the rounding;
     high precision: E tanh W / max|tanh W| (con-qat's 32-bit branch of the same
-                    quantizer; `fp_weights='identity'` uses W itself).
+                    quantizer; the paper only says the weights are shared, so the
+                    code's map is the default; `fp_weights='identity'` uses W itself).
 Activations: the model quantizes them (q_b(clip(x, 0, 1)) at quantized conv
 inputs) in its low-precision pass; see `jaxquant.models.resnet20q`.
 
