@@ -87,7 +87,7 @@ def test_dual_ascent_per_epoch_applies_the_mean_slack_at_the_boundary():
     np.testing.assert_allclose(lams, [1.0, 1.0, 1.3, 1.3, 1.3, 0.0], atol=1e-6)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(st.floats(0, 5), st.lists(st.floats(-50, 50), min_size=1, max_size=12),
        st.integers(1, 4))
 def test_dual_variables_stay_nonnegative(lam0, slacks, every):
