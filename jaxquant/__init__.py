@@ -11,5 +11,6 @@ from jaxquant.methods.base import Context, Method  # noqa: F401
 from jaxquant.methods.baselines import binary_connect, bwn, clip_latents, dorefa, ste  # noqa: F401
 from jaxquant.methods.mirror import beta_schedule, gd_tanh, md_softmax, md_softmax_s, md_tanh, md_tanh_s, mirror_step, pmf  # noqa: F401,E501
 from jaxquant.methods.metaquant import metaquant  # noqa: F401
+from jaxquant.methods.pdqat import dual_ascent, high_precision_weight, pdqat, pdqat_weight  # noqa: F401
 
 __version__ = "0.1.0"

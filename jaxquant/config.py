@@ -32,6 +32,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.quant = ml_collections.ConfigDict(dict(
         include=(".*kernel",),  # regexes (re.fullmatch) on '/'-joined param paths
         exclude=(),
+        # layers kept at 32 bits: 'a/conv1,b/shortcut', or 'top:k:<method_state.json or
+        # workdir>' = the k layers a layer-wise PD-QAT run ranked highest (largest dual)
+        full_precision_layers="",
     ))
     c.optimizer = ml_collections.ConfigDict(dict(
         name="adam",      # sgd | momentum | adam | adamw

@@ -91,6 +91,10 @@ def validate(config) -> None:
             _positive(config.method[key], f"config.method.{key}", allow_zero=key == "reg_rate")
     _check_bits(config.method, "method")
     _check_bits(config.model, "model")
+    fpl = config.quant.full_precision_layers
+    if not isinstance(fpl, str):
+        raise ConfigError(f"config.quant.full_precision_layers must be a string: comma-separated "
+                          f"layer names or 'top:<k>:<path>'; got {fpl!r}.")
     for kind in ("include", "exclude"):
         rules = config.quant[kind]
         if isinstance(rules, str) or not all(isinstance(r, str) for r in rules):

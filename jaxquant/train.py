@@ -24,7 +24,8 @@ from jaxquant import checkpoints, data, methods, models, parallel
 from jaxquant.config_check import validate
 from jaxquant.errors import UserError
 from jaxquant.data import augment as augment_lib
-from jaxquant.masks import param_paths, quant_mask
+from jaxquant.masks import (METHOD_STATE, full_precision_layers, layer_excludes, param_paths,
+                            quant_mask)
 from jaxquant.methods.base import Context, Method, default_loss
 from jaxquant.metrics import MetricsWriter, plot_curves
 from jaxquant.optim import make_optimizer, make_schedule
@@ -65,7 +66,8 @@ def build_experiment(config) -> Experiment:
     """Data, model, method and schedules for `config` (no training)."""
     validate(config)
     ds = data.load(config.dataset)
-    model = models.build(config.model, ds.num_classes)
+    fp_layers = full_precision_layers(config.quant.full_precision_layers)
+    model = models.build(config.model, ds.num_classes, fp_layers)
     mesh = parallel.make_mesh()
     batch = int(config.train.batch_size)
     parallel.check_batch(batch, mesh)
@@ -79,9 +81,10 @@ def build_experiment(config) -> Experiment:
     if config.init_checkpoint:
         params, batch_stats = _warm_start(config.init_checkpoint, params, batch_stats)
 
-    mask = quant_mask(params, list(config.quant.include), list(config.quant.exclude))
-    mask_fn = lambda p: quant_mask(p, list(config.quant.include), list(config.quant.exclude),  # noqa: E731
-                                   strict=False)
+    exclude = list(config.quant.exclude) + layer_excludes(
+        full_precision_layers(fp_layers, params))  # checks the names against the params
+    mask = quant_mask(params, list(config.quant.include), exclude)
+    mask_fn = lambda p: quant_mask(p, list(config.quant.include), exclude, strict=False)  # noqa: E731
     lr = make_schedule(config.schedule, float(config.optimizer.lr), steps_per_epoch, total_steps)
     ctx = Context(config=config, optimizer=make_optimizer(config.optimizer, lr), learning_rate=lr,
                   mask=mask_fn, steps_per_epoch=steps_per_epoch)
@@ -443,6 +446,11 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
             exp.dataset.test)["accuracy"]
         if config.train.select_best and has_val:
             result["test_accuracy"] = meta["test_at_best_val"]
+    if method.final_state is not None:  # every process: the latent may span hosts
+        method_state = method.final_state(jax.device_get(state["latent"]))
+        if main_process:
+            with open(os.path.join(workdir, METHOD_STATE), "w") as f:
+                json.dump(method_state, f, indent=2)
     if main_process:
         with open(os.path.join(workdir, "result.json"), "w") as f:
             json.dump(result, f, indent=2)

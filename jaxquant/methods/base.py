@@ -26,12 +26,16 @@ class Method(NamedTuple):
     project: latent -> hard-quantized weights (evaluation, export).
     tx:      the latent update; already chained with the base optimizer.
     loss:    optional; replaces the trainer's cross-entropy (see `LossFn`).
+    final_state: optional; latent -> JSON-able dict of method state (e.g. PD-QAT's
+             dual variables) that the trainer writes to `<workdir>/method_state.json`
+             at the end of a run.
     """
     init: Callable[[Params], Latent]
     forward: Callable[[Latent, Array], Params]
     project: Callable[[Latent], Params]
     tx: optax.GradientTransformation
     loss: Optional["LossFn"] = None
+    final_state: Optional[Callable[[Latent], dict]] = None
 
 
 # loss(method, apply_fn, latent, batch_stats, images, labels, step)

@@ -17,6 +17,10 @@ Models (`config.model.name`):
                        `width` (1.0). Its dropout is off (the trainer has no dropout rng).
   vgg16                VGG-16 + BN, CIFAR variant (md-bnn / pmf): 13 convs, fc 512,
                        fc 512, head; `stem_stride` (default 1).
+  resnet20q            PD-QAT's pre-activation ResNet (widths 16/32/64 x `expand`,
+                       default 5; `depth` 6n+2, default 20) with switchable BatchNorm
+                       (`switchable_bn`, default True): apply(..., low_precision=False)
+                       runs the full-precision pass (see `resnet20q.py`).
 
 `python -m jaxquant.convert` imports torchvision checkpoints of resnet18 (as
 stem='imagenet'), resnet34/50/101/152 and mobilenet_v2.
@@ -44,7 +48,8 @@ from __future__ import annotations
 
 from jaxquant.errors import ConfigError
 
-from typing import Any, Callable
+import dataclasses
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 
@@ -56,10 +61,12 @@ from jaxquant.models.mobilenet import MobileNetV2
 from jaxquant.models.resnet18 import STEMS, ResNet18
 from jaxquant.models.resnet_cifar import CifarResNet
 from jaxquant.models.resnet_imagenet import ImageNetResNet
+from jaxquant.models import resnet20q as _resnet20q
+from jaxquant.models.resnet20q import ResNet20Q
 from jaxquant.models.vgg import VGG16
 
 __all__ = ["build", "names", "Switches", "MLP", "LeNet5", "CifarResNet", "ResNet18", "VGG16",
-           "ImageNetResNet", "MobileNetV2"]
+           "ImageNetResNet", "MobileNetV2", "ResNet20Q"]
 
 
 def _mlp(cfg, n, sw):
@@ -121,6 +128,7 @@ _REGISTRY: dict[str, Callable[[Any, int, Switches], nn.Module]] = {
     "vgg16": _vgg16,
     **{f"resnet{d}": _imagenet_resnet(d) for d in (34, 50, 101, 152)},
     "mobilenet_v2": _mobilenet_v2,
+    "resnet20q": _resnet20q.build,
 }
 
 
@@ -129,12 +137,18 @@ def names() -> list[str]:
     return list(_REGISTRY)
 
 
-def build(cfg: Any, num_classes: int) -> nn.Module:
-    """The Flax module named by `cfg.name` (a `config.model` ConfigDict or dict)."""
+def build(cfg: Any, num_classes: int, full_precision_layers: Sequence[str] = ()) -> nn.Module:
+    """The Flax module named by `cfg.name` (a `config.model` ConfigDict or dict).
+
+    `full_precision_layers` (layer names, see `Switches`) are kept at 32 bits by the
+    models that quantize activations per layer (resnet20q).
+    """
     name = cfg.get("name", None)
     if name not in _REGISTRY:
         raise ConfigError(f"Unknown model {name!r} (config.model.name). Valid models: "
                          f"{', '.join(names())}. Set --config.model.name to one of them.")
     if int(num_classes) < 1:
         raise ConfigError(f"num_classes must be a positive integer; got {num_classes!r}.")
-    return _REGISTRY[name](cfg, int(num_classes), switches_from_config(cfg))
+    sw = dataclasses.replace(switches_from_config(cfg),
+                             full_precision_layers=tuple(full_precision_layers))
+    return _REGISTRY[name](cfg, int(num_classes), sw)

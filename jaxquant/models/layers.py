@@ -45,6 +45,9 @@ class Switches:
     init:        'default' (Flax: lecun-normal kernels, zero biases) or
                  'xavier_uniform' (md-bnn / pmf: xavier-uniform kernels,
                  normal(0, 0.1) biases).
+    full_precision_layers: layers (param path prefixes) kept at 32 bits
+                 (`config.quant.full_precision_layers`, set by the trainer):
+                 their input activations stay unquantized too (resnet20q).
     """
     affine_bn: bool = True
     use_bias: Optional[bool] = None
@@ -53,6 +56,7 @@ class Switches:
     bn_momentum: float = 0.9
     bn_eps: float = 1e-5
     init: str = "default"
+    full_precision_layers: tuple = ()
 
     def bias(self, default: bool) -> bool:
         """Whether a non-head layer gets a bias: `use_bias` if set, else `default`."""

@@ -1,0 +1,6 @@
+"""DoReFa STE QAT baseline for the PD-QAT CPU runs, 2-bit ResNet-8q on Fashion-MNIST (jaxquant.recipes)."""
+from jaxquant.recipes import pdqat_fashion_mnist
+
+
+def get_config():
+    return pdqat_fashion_mnist(2, "baseline")

@@ -1,0 +1,6 @@
+"""PD-QAT Table 1 cell: 4-bit ResNet-20q on CIFAR-10, output (recipe: jaxquant.recipes.pdqat_cifar10)."""
+from jaxquant.recipes import pdqat_cifar10
+
+
+def get_config():
+    return pdqat_cifar10(4, "output")

@@ -1,0 +1,6 @@
+"""PD-QAT with output + layer-wise constraints, 2-bit ResNet-8q on Fashion-MNIST (CPU-sized; jaxquant.recipes)."""
+from jaxquant.recipes import pdqat_fashion_mnist
+
+
+def get_config():
+    return pdqat_fashion_mnist(2, "layerwise")
