@@ -8,5 +8,7 @@ from jaxquant.export import summary_table  # noqa: F401
 from jaxquant.masks import quant_mask  # noqa: F401
 from jaxquant.methods.base import Context, Method  # noqa: F401
 from jaxquant.methods.baselines import binary_connect, bwn, clip_latents, dorefa, ste  # noqa: F401
+from jaxquant.methods.proxquant import (freeze_quantized, homotopy_strength, prox_binary, prox_multibit,  # noqa: F401
+                                        prox_quant, prox_ternary, proxquant, reset_state_every)
 
 __version__ = "0.1.0"
