@@ -5,6 +5,7 @@ import ml_collections
 import numpy as np
 import optax
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import jaxquant as jq
 from conftest import load_config
@@ -28,6 +29,19 @@ def test_prox_binary_at_strength_one_or_more_is_sign_inside_the_box():
     # |theta| <= 2 lands on +-1; -3 is 2 away from -1 and moves by s only.
     np.testing.assert_allclose(PQ.prox_binary(theta, 1.0), [1, -1, 1, -2, 0])
     np.testing.assert_allclose(PQ.prox_binary(theta, 2.5), [1, -1, 1, -1, 0])
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.floats(-3, 3, width=32, allow_subnormal=False), min_size=8, max_size=8),
+       st.floats(0, 2, width=32))
+def test_prox_binary_moves_each_weight_by_s_toward_the_nearest_sign(theta, s):
+    theta = np.array(theta, np.float32)
+    out = np.asarray(PQ.prox_binary(jnp.asarray(theta), s))
+    target = np.sign(theta)
+    # the distance to sign(theta) shrinks by s (never past it), the sign is kept
+    np.testing.assert_allclose(np.abs(out - target), np.maximum(np.abs(theta - target) - s, 0),
+                               atol=1e-5)
+    assert np.all(out * theta >= 0)
 
 
 def test_prox_ternary_averages_with_the_twn_quantization():
