@@ -18,5 +18,5 @@ def get_config():
     c.method.update(kind="binary", projection_mode="prox", reg_rate=0.5, freeze_epoch=12)
     c.quant.update(include=[".*kernel"])
     c.optimizer.update(name="adam", lr=1e-2)
-    c.train.update(batch_size=64, epochs=15, log_every_steps=22)
+    c.train.update(batch_size=64, epochs=15, log_every_steps=22, eval_every_steps=110)
     return c
