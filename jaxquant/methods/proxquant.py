@@ -23,7 +23,9 @@ Paper vs code: the official code rebuilds its optimizer (and so resets Adam's mo
 at every epoch; the paper describes plain Adam, which is the default here
 (`reset_optimizer_every_epoch=True` reproduces the code). The code's `freeze_epoch=1`
 special case (freeze before any training) is not reproduced: here freeze_epoch = E
-trains E epochs with the prox, and 0 means never freeze.
+trains E epochs with the prox, and 0 means never freeze. kind='multibit' follows the
+code's 'mean' prox (one alternating quantization per step; used in the paper for LSTMs,
+not by its CIFAR scripts).
 """
 from __future__ import annotations
 
