@@ -6,6 +6,7 @@ clipped to [-1, 1]; from epoch `freeze_epoch` the kernels are sign(theta) and fr
 BN and biases keep training. The paper's reg_rate (1e-4 over 200 epochs of 390 steps) is
 scaled to this run's 22 steps per epoch and 12 epochs before the freeze. Trained from
 scratch (the paper warm-starts from full precision: --config.init_checkpoint=runs/fp_digits).
+Measured: 96.39% test accuracy.
 """
 from jaxquant.config import base_config
 from jaxquant.methods.proxquant import DEFAULTS
