@@ -103,6 +103,83 @@ def bwn(w: Array) -> Array:
     return jax.lax.stop_gradient(jnp.mean(jnp.abs(w))) * sign(w)
 
 
+
+def _rows(x: Array, by_row: bool) -> Array:
+    """x as a (rows, d) matrix: one row per output unit (last axis) or one row in all."""
+    if by_row and x.ndim >= 2:
+        return jnp.moveaxis(x, -1, 0).reshape(x.shape[-1], -1)
+    return x.reshape(1, -1)
+
+
+def _unrows(w: Array, shape, by_row: bool) -> Array:
+    if by_row and len(shape) >= 2:
+        return jnp.moveaxis(w.reshape((shape[-1], *shape[:-1])), 0, -1)
+    return w.reshape(shape)
+
+
+def _batch_cg(a: Array, b: Array, x: Array, eps: float = 1e-6) -> Array:
+    """k conjugate-gradient steps on a x = b for a batch of k x k systems (a: (n, k, k))."""
+    r = b - jnp.einsum("nkl,nl->nk", a, x)
+    p, rtr = r, jnp.sum(r * r, axis=1, keepdims=True)
+    for _ in range(a.shape[-1]):
+        ap = jnp.einsum("nkl,nl->nk", a, p)
+        step = rtr / (jnp.sum(p * ap, axis=1, keepdims=True) + eps)
+        x, r = x + step * p, r - step * ap
+        rtr_new = jnp.sum(r * r, axis=1, keepdims=True)
+        p, rtr = r + rtr_new / (rtr + eps) * p, rtr_new
+    return x
+
+
+def _nearest_code(w: Array, alpha: Array, codes: Array) -> Array:
+    """Per row, the sign vector b in `codes` (2^k, k) whose value <b, alpha> is nearest each w.
+
+    w: (n, d), alpha: (n, k) -> (n, d, k). Ties between two codes go to the upper one
+    (the binary search of Xu et al.).
+    """
+    values = alpha @ codes.T                              # (n, 2^k)
+    order = jnp.argsort(values, axis=1)
+    ranked = jnp.take_along_axis(values, order, axis=1)
+    mids = 0.5 * (ranked[:, 1:] + ranked[:, :-1])
+    pos = jax.vmap(lambda m, v: jnp.searchsorted(m, v, side="right"))(mids, w)
+    return codes[jnp.take_along_axis(order, pos, axis=1)]
+
+
+def alternating_multibit(x: Array, bits: int, rounds: int = 3, by_row: bool = True) -> Array:
+    """Greedy + alternating multi-bit quantization (Xu et al., ICLR'18), as ProxQuant uses it.
+
+    x ~ sum_i alpha_i b_i with b_i in {-1, +1}^d and alpha_1 >= ... >= alpha_k >= 0 per row:
+      greedy:       r_0 = x; b_i = sign(r_{i-1}), alpha_i = mean|r_{i-1}|, r_i = r_{i-1} - alpha_i b_i;
+      alternating:  (rounds - 1 times, k > 1) alpha <- argmin ||x - B alpha||^2 (k conjugate-
+                    gradient steps on B^T B alpha = B^T x from the current alpha, as the
+                    ProxQuant code does), alpha <- |alpha| sorted descending, then every entry
+                    takes the nearest of the 2^k values sum_i +-alpha_i (Xu et al.'s binary
+                    search; the ProxQuant code assigns greedily at <= 3 bits per row, which
+                    is the same at 2 bits).
+    Rows (`by_row`, x.ndim >= 2): one alpha vector per output unit, the last axis of a Flax
+    kernel (Dense (in, out), Conv (kh, kw, in, out)) = a row of PyTorch's (out, ...) weight;
+    otherwise one alpha vector for the whole tensor. sign(0) = +1 (the code breaks the tie at
+    random). Shapes: x (...) -> same shape. At 1 bit this is mean|x| sign(x) per row.
+    """
+    bits = check_bits(bits)
+    w = _rows(x, by_row)
+    r, planes, alphas = w, [], []
+    for _ in range(bits):
+        b, a = sign(r), jnp.mean(jnp.abs(r), axis=1, keepdims=True)
+        r = r - a * b
+        planes.append(b)
+        alphas.append(a)
+    planes, alpha = jnp.stack(planes, axis=-1), jnp.concatenate(alphas, axis=1)
+    if bits > 1:
+        grid = jnp.indices((2,) * bits).reshape(bits, -1).T
+        codes = (1.0 - 2.0 * grid).astype(w.dtype)       # (2^k, k) sign vectors
+        for _ in range(int(rounds) - 1):
+            gram = jnp.einsum("ndk,ndl->nkl", planes, planes)
+            alpha = _batch_cg(gram, jnp.einsum("ndk,nd->nk", planes, w), alpha)
+            alpha = -jnp.sort(-jnp.abs(alpha), axis=1)
+            planes = _nearest_code(w, alpha, codes)
+    return _unrows(jnp.einsum("ndk,nk->nd", planes, alpha), x.shape, by_row).astype(x.dtype)
+
+
 def pow2_codebook(levels: int, alpha: float | Array = 1.0) -> Array:
     """Symmetric power-of-two codebook with `levels` entries (3, 5, 7, 9, 11).
 

@@ -20,7 +20,7 @@ row() {
   "$PYTHON" -m jaxquant.main --config "$config" --workdir "$workdir" "$@" >"$workdir.log" 2>&1 || {
     echo "$label: FAILED (see $workdir.log)"; return 0; }
   local measured
-  measured=$("$PYTHON" -c 'import json,sys; print(f"{100*json.load(open(sys.argv[1]))["test_accuracy"]:.2f}")' \
+  measured=$("$PYTHON" -c 'import json,sys; print("%.2f" % (100 * json.load(open(sys.argv[1]))["test_accuracy"]))' \
              "$workdir/result.json")
   printf '%-40s paper %6s   measured %6s\n' "$label" "$paper" "$measured"
   printf '%s\t%s\t%s\t%s\n' "$label" "$paper" "$measured" "$workdir" >>"$RUNS/table.tsv"
