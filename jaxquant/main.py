@@ -3,6 +3,12 @@
 Any config field can be overridden with `--config.section.key=value`. User
 mistakes (unknown names, missing data, bad overrides) end with a one-paragraph
 message and exit code 2, without a traceback.
+
+SIGTERM or SIGINT (Ctrl-C) during training finishes the current step, saves a
+checkpoint, prints how to resume and exits with 128 + the signal number (143
+for SIGTERM, 130 for SIGINT, as a shell reports a job stopped by that signal);
+rerunning the same command resumes and ends with the same weights as an
+uninterrupted run. A run that ends early through `stop_after_steps` exits 0.
 """
 from __future__ import annotations
 
@@ -31,6 +37,7 @@ _DISTRIBUTED = flags.DEFINE_bool(
 flags.mark_flags_as_required(["config", "workdir"])
 
 EXIT_USER_ERROR = 2
+EXIT_SIGNAL_BASE = 128  # preempted by signal N: exit 128 + N, after saving a checkpoint
 
 
 def fail(message: str) -> None:
@@ -59,7 +66,7 @@ def main(argv):
     except UserError as e:
         fail(str(e))
     if result.get("preempted"):
-        sys.exit(0)
+        sys.exit(EXIT_SIGNAL_BASE + result["signal"] if result.get("signal") else 0)
     if not parallel.is_main_process():
         return
     print(f"test accuracy: {100 * result['test_accuracy']:.2f}% "
