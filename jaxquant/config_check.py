@@ -89,14 +89,16 @@ def _check_free_keys(section, name, allowed: dict, owner: str) -> None:
 
 
 def _method_defaults(name: str):
-    """`DEFAULTS[name]` of the method's family module, or None if it declares none."""
+    """`DEFAULTS[name]` of the method's family module, or None if it declares none
+    (then only the name and the common keys are checked)."""
     from jaxquant import methods
     module_name = f"jaxquant.methods.{methods._FAMILIES[name]}"
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
-        if e.name == module_name:  # a family not built yet: its name is checked, not its keys
-            return None
+        if e.name == module_name:
+            raise ConfigError(f"method {name!r} (config.method.name) is not available in this "
+                              f"version of jaxquant: its module {module_name} is missing.") from None
         raise
     return getattr(module, "DEFAULTS", {}).get(name)
 

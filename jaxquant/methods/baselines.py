@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxquant import quantizers as Q
+from jaxquant.errors import ConfigError
 from jaxquant.methods.base import Context, Method, masked_map
 
 Params = Any
@@ -70,7 +71,7 @@ def quantizer(name: str, *, bits: int = 1, threshold: float = 0.5, ratio: float 
             a = alpha if alpha else jax.lax.stop_gradient(jnp.mean(jnp.abs(w)))
             return Q.nearest(w, Q.pow2_codebook(levels, a).astype(w.dtype))
         return pow2
-    raise ValueError(f"unknown quantizer {name!r} (config.method.quantizer). "
+    raise ConfigError(f"unknown quantizer {name!r} (config.method.quantizer). "
                      f"Valid quantizers: {', '.join(QUANTIZERS)}.")
 
 
@@ -135,7 +136,7 @@ def binary_connect(optimizer: optax.GradientTransformation, *, mask: MaskLike = 
     if variant == "proxquant":
         tx = optax.chain(optimizer, optax.masked(clip_latents(-1.0, 1.0), _mask_fn(mask)))
         return _method(Q.straight_through(Q.sign), Q.sign, tx, mask)
-    raise ValueError(f"unknown BinaryConnect variant {variant!r} (config.method.variant). "
+    raise ConfigError(f"unknown BinaryConnect variant {variant!r} (config.method.variant). "
                      f"Valid variants: {', '.join(BC_VARIANTS)}.")
 
 
