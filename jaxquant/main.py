@@ -65,6 +65,10 @@ def main(argv):
         result = train.run(config, _WORKDIR.value, overwrite=_OVERWRITE.value)
     except UserError as e:
         fail(str(e))
+    except KeyboardInterrupt:  # Ctrl-C outside the training loop (set-up, final evaluation)
+        print(f"interrupted outside the training loop; checkpoints already in {_WORKDIR.value!r} "
+              f"are kept — rerun the same command to resume.", file=sys.stderr)
+        sys.exit(EXIT_SIGNAL_BASE + 2)
     if result.get("preempted"):
         sys.exit(EXIT_SIGNAL_BASE + result["signal"] if result.get("signal") else 0)
     if not parallel.is_main_process():
