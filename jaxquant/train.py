@@ -50,7 +50,7 @@ class Preempted(Exception):
 
 
 class NonFiniteError(UserError):
-    """The loss or gradients became NaN/inf (config.train.on_nonfinite='stop')."""
+    """The loss, gradients or updated state became NaN/inf (config.train.on_nonfinite='stop')."""
 
 
 class WorkdirError(UserError):
@@ -374,7 +374,13 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
                        log=print) -> dict:
     """Train `config` in `workdir` (resuming if it holds checkpoints) and return
     the final metrics: test accuracy of the hard-quantized network, best
-    validation accuracy and the test accuracy at it, step, preempted flag.
+    validation accuracy and the test accuracy at it, step, preempted flag and
+    the signal that stopped the run (None if none did).
+
+    SIGTERM/SIGINT end the current step, save a checkpoint and return with
+    preempted=True; an unreadable newest checkpoint falls back to an older one;
+    a non-finite loss, gradient or updated state stops with `NonFiniteError`
+    (config.train.on_nonfinite='stop') or skips that step ('skip').
 
     `stop_after_steps` stops early as a preemption would (tests use it).
     """
