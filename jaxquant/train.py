@@ -411,8 +411,9 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
     if resuming and ckpt.all_steps():
         abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), state)
         state, meta = _restore_latest(ckpt, abstract, log)
-        writer.truncate_after(int(state["step"]))
         log(f"resumed from {ckpt.directory} at step {int(state['step'])}")
+    if resuming:  # records past the restored step (or all, if none was saved) are redone
+        writer.truncate_after(int(state["step"]))
     start = int(state["step"])
 
     train_step = jax.jit(make_train_step(exp), donate_argnums=0)
