@@ -168,7 +168,9 @@ def partial(tmp_path_factory):
     base = tmp_path_factory.mktemp("ckpt")
     train.train_and_evaluate(small_config(), str(base / "full"), log=quiet)
     part = train.train_and_evaluate(small_config(), str(base / "part"), stop_after_steps=20, log=quiet)
-    assert part["preempted"] and checkpoints.Checkpointer(str(base / "part")).all_steps() == [10, 20]
+    ckpt = checkpoints.Checkpointer(str(base / "part"))
+    assert part["preempted"] and ckpt.all_steps() == [10, 20]
+    ckpt.close()
     return base
 
 
