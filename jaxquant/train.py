@@ -326,7 +326,8 @@ def _restore_latest(ckpt, abstract, log):
             out = ckpt.restore(step, abstract)
         except Exception as e:  # truncated / missing files, shape mismatch: orbax raises many types
             where = os.path.join(ckpt.directory, str(step))
-            problems.append(f"{where}: {type(e).__name__}: {' '.join(str(e).split())[:400]}")
+            text = " ".join(str(e).split()).split(" [tensorstore_spec")[0]  # keeps the file name
+            problems.append(f"{where}: {type(e).__name__}: {text[:1000]}")
             bad.append(step)
             log(f"warning: cannot read checkpoint {problems[-1]}")
             continue
