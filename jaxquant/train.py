@@ -118,9 +118,10 @@ def _nonfinite_leaves(tree):
 
 
 def _checked_state(state):
-    """The parts of a train state whose non-finite values stop a run (named in reports)."""
-    return dict(latent=state["latent"], opt_state=state["opt_state"],
-                batch_stats=state["batch_stats"])
+    """The parts of a train state whose non-finite values stop a run (named in reports).
+
+    Not the optimizer state: a transform may keep an inf on purpose (a running minimum)."""
+    return dict(latent=state["latent"], batch_stats=state["batch_stats"])
 
 
 def _float_paths(tree) -> list[str]:
