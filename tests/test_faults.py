@@ -64,12 +64,12 @@ def argv_for(workdir, *overrides, config="configs/fp_digits.py"):
 
 # ------------------------------------------------------------- preemption
 
-# fp_digits at 5 steps per epoch: 1500 cheap steps, the first line logged at step
-# 300, so the signal lands long before the end.
+# fp_digits at 5 steps per epoch: 1000 cheap steps, the first line logged at step
+# 200, so the signal lands long before the end.
 TINY = ("--config.model.features=(16,)", "--config.train.batch_size=256",
-        "--config.train.epochs=300", "--config.train.log_every_steps=50",
-        "--config.train.eval_every_steps=300", "--config.train.checkpoint_every_steps=1000")
-TOTAL = 1500
+        "--config.train.epochs=200", "--config.train.log_every_steps=50",
+        "--config.train.eval_every_steps=200", "--config.train.checkpoint_every_steps=500")
+TOTAL = 1000
 
 
 def cli_popen(workdir):
@@ -137,7 +137,7 @@ def test_signal_saves_a_checkpoint_and_exits_128_plus_signal_saying_how_to_resum
     line = [l for l in out.splitlines() if l.startswith("stopped by signal")][-1]
     assert signum.name in line and "rerun the same command to resume" in line
     step = int(line.split(" at step ")[1].split("/")[0])
-    assert 300 <= step < TOTAL
+    assert 200 <= step < TOTAL
     assert preempted["saved"][signum][-1] == step  # saved at the signal
 
 
@@ -164,9 +164,8 @@ def small_config(**train_kw):
 
 @pytest.fixture(scope="module")
 def partial(tmp_path_factory):
-    """A 40-step run, and the same run stopped at step 20 (checkpoints at 10 and 20)."""
+    """A 40-step run stopped at step 20 (checkpoints at 10 and 20)."""
     base = tmp_path_factory.mktemp("ckpt")
-    train.train_and_evaluate(small_config(), str(base / "full"), log=quiet)
     part = train.train_and_evaluate(small_config(), str(base / "part"), stop_after_steps=20, log=quiet)
     ckpt = checkpoints.Checkpointer(str(base / "part"))
     assert part["preempted"] and ckpt.all_steps() == [10, 20]
@@ -199,9 +198,11 @@ def test_truncated_latest_checkpoint_falls_back_to_the_previous_one_and_finishes
     assert "resuming from the older checkpoint" in warnings and f"{run}/checkpoints/10" in warnings
     assert os.path.isdir(run / "checkpoints_unreadable" / "20")  # kept for inspection
     assert result["step"] == 40
-    full, _, _ = checkpoints.load_weights(str(partial / "full"))
-    got, _, _ = checkpoints.load_weights(str(run))
-    assert same_params(full, got)
+    # only the train state of step 20 was damaged; its weights item is intact and must
+    # equal the weights the resumed run recomputed from step 10
+    before, _, _ = checkpoints.load_weights(str(run / "checkpoints_unreadable"), step=20)
+    again, _, _ = checkpoints.load_weights(str(run), step=20)
+    assert same_params(before, again)
 
 
 def _remove(path):
@@ -442,7 +443,7 @@ _VALUES = st.one_of(
     st.lists(st.sampled_from(_NAMES), max_size=2).map(lambda v: repr(tuple(v))))
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.lists(st.tuples(st.sampled_from(_PATHS), _VALUES), min_size=1, max_size=3))
 def test_fuzzed_overrides_either_build_or_exit_2_without_a_traceback(tmp_path_factory, overrides):
     workdir = tmp_path_factory.mktemp("fuzz")
