@@ -9,6 +9,7 @@ Each saved step holds three items:
 from __future__ import annotations
 
 import os
+import shutil
 from typing import Any
 
 import jax
@@ -47,6 +48,10 @@ class Checkpointer:
         return list(self.manager.all_steps())
 
     def save(self, step: int, weights: dict, meta: dict, state: dict | None = None) -> None:
+        """Save `step`, replacing a checkpoint of the same step (a resumed run that fell
+        back to an older checkpoint, or a best-model save, re-reaches saved steps)."""
+        if step in self.manager.all_steps():
+            self.manager.delete(step)
         items = dict(weights=ocp.args.StandardSave(weights), meta=ocp.args.JsonSave(meta))
         if state is not None:
             items["state"] = ocp.args.StandardSave(state)
@@ -59,6 +64,25 @@ class Checkpointer:
             state=ocp.args.StandardRestore(abstract_state),
             meta=ocp.args.JsonRestore()))
         return out.state, out.meta
+
+    def set_aside(self, steps: list[int], main_process: bool = True) -> str:
+        """Move unreadable `steps` to `<workdir>/<subdir>_unreadable/` (kept for
+        inspection, out of the way of resuming); returns that directory."""
+        aside = self.directory.rstrip(os.sep) + "_unreadable"
+        if main_process:
+            os.makedirs(aside, exist_ok=True)
+            for step in steps:
+                src = os.path.join(self.directory, str(step))
+                if os.path.exists(src):
+                    dst = os.path.join(aside, str(step))
+                    if os.path.exists(dst):
+                        shutil.rmtree(dst)
+                    shutil.move(src, dst)
+        return aside
+
+    def reload(self) -> None:
+        """Re-read the saved steps from disk (after `set_aside`)."""
+        self.manager.reload()
 
     def close(self) -> None:
         self.manager.close()

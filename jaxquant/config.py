@@ -64,6 +64,6 @@ def base_config() -> ml_collections.ConfigDict:
         checkpoint_every_steps=0,  # 0 = at each evaluation
         keep_checkpoints=2,
         select_best=False,         # report test accuracy at the best validation step
-        on_nonfinite="stop",       # non-finite loss/gradients: 'stop' (with a report) | 'skip' the step
+        on_nonfinite="stop",       # non-finite loss/grads/latents: 'stop' (with a report) | 'skip' the step
     ))
     return c

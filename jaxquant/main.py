@@ -3,6 +3,12 @@
 Any config field can be overridden with `--config.section.key=value`. User
 mistakes (unknown names, missing data, bad overrides) end with a one-paragraph
 message and exit code 2, without a traceback.
+
+SIGTERM or SIGINT (Ctrl-C) during training finishes the current step, saves a
+checkpoint, prints how to resume and exits with 128 + the signal number (143
+for SIGTERM, 130 for SIGINT, as a shell reports a job stopped by that signal);
+rerunning the same command resumes and ends with the same weights as an
+uninterrupted run. A run that ends early through `stop_after_steps` exits 0.
 """
 from __future__ import annotations
 
@@ -31,6 +37,7 @@ _DISTRIBUTED = flags.DEFINE_bool(
 flags.mark_flags_as_required(["config", "workdir"])
 
 EXIT_USER_ERROR = 2
+EXIT_SIGNAL_BASE = 128  # preempted by signal N: exit 128 + N, after saving a checkpoint
 
 
 def fail(message: str) -> None:
@@ -61,8 +68,12 @@ def main(argv):
         result = train.run(config, _WORKDIR.value, overwrite=_OVERWRITE.value)
     except UserError as e:
         fail(str(e))
+    except KeyboardInterrupt:  # Ctrl-C outside the training loop (set-up, final evaluation)
+        print(f"interrupted outside the training loop; checkpoints already in {_WORKDIR.value!r} "
+              f"are kept — rerun the same command to resume.", file=sys.stderr)
+        sys.exit(EXIT_SIGNAL_BASE + 2)
     if result.get("preempted"):
-        sys.exit(0)
+        sys.exit(EXIT_SIGNAL_BASE + result["signal"] if result.get("signal") else 0)
     if not parallel.is_main_process():
         return
     print(f"test accuracy: {100 * result['test_accuracy']:.2f}% "
@@ -77,12 +88,60 @@ def _message(e: BaseException) -> str:
     return " ".join(str(text).split())
 
 
+def _config_file_value(argv):
+    """The config that `--config=<file>[:arg]` in `argv` names (None if it cannot be loaded)."""
+    import importlib.util
+    spec = None
+    for i, a in enumerate(argv):
+        if a.startswith("--config="):
+            spec = a.split("=", 1)[1]
+        elif a == "--config" and i + 1 < len(argv):
+            spec = argv[i + 1]
+    if spec is None:
+        return None
+    path, _, arg = spec.partition(":")
+    try:
+        module_spec = importlib.util.spec_from_file_location("_jaxquant_config", path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        return module.get_config(arg) if arg else module.get_config()
+    except Exception:  # the flag parser reports a broken config file itself
+        return None
+
+
+def _override_hint(argv):
+    """A message for the first `--config.a.b=v` in `argv` that names no field of the config."""
+    import difflib
+    config = _config_file_value(argv)
+    if config is None:
+        return None
+    for a in argv:
+        if not a.startswith("--config.") or "=" not in a:
+            continue
+        path = a[len("--config."):].split("=", 1)[0].split(".")
+        node, where = config, "config"
+        for key in path:
+            keys = list(node.keys()) if hasattr(node, "keys") else None
+            if keys is None:
+                return (f"{a}: {where} is a value, not a section; it has no field {key!r}.")
+            if key not in keys:
+                close = difflib.get_close_matches(key, keys, n=1)
+                mean = f" Did you mean {where}.{close[0]}?" if close else ""
+                free = (" Overrides can change only the keys the config file sets; set other "
+                        f"{where} keys in a config file.") if where in ("config.method", "config.model") else ""
+                return (f"{a}: {where} has no field {key!r}.{mean} Its fields: "
+                        f"{', '.join(sorted(keys))}.{free}")
+            node, where = node[key], f"{where}.{key}"
+    return None
+
+
 def _parse_flags(argv):
     try:
         return flags.FLAGS(argv)
     # unknown flags, a missing or broken config file, --config.x=y naming no field or of a bad type
     except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError, SyntaxError) as e:
-        fail(f"{_message(e)}. Check the flag, or the override's section/key and value type against the "
+        fail(_override_hint(argv) or
+             f"{_message(e)}. Check the flag, or the override's section/key and value type against the "
              f"config file (lists are given as tuples: --config.quant.exclude=\"('head/.*',)\").")
 
 

@@ -3,6 +3,21 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+
+
+def _summary_writer():
+    """tensorboardX's SummaryWriter, imported without torch (its optional import of
+    torch costs seconds per run and is only used for torch tensors)."""
+    if "torch" in sys.modules or "tensorboardX" in sys.modules:
+        from tensorboardX import SummaryWriter
+        return SummaryWriter
+    sys.modules["torch"] = None  # `import torch` raises ImportError during this import
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        del sys.modules["torch"]
+    return SummaryWriter
 
 
 class MetricsWriter:
@@ -14,8 +29,7 @@ class MetricsWriter:
         self.path = os.path.join(workdir, "metrics.jsonl")
         self._tb = None
         if enabled:
-            from tensorboardX import SummaryWriter
-            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            self._tb = _summary_writer()(os.path.join(workdir, "tensorboard"))
 
     def write(self, step: int, **scalars) -> None:
         if not self.enabled:

@@ -51,7 +51,7 @@ class Preempted(Exception):
 
 
 class NonFiniteError(UserError):
-    """The loss or gradients became NaN/inf (config.train.on_nonfinite='stop')."""
+    """The loss, gradients or updated state became NaN/inf (config.train.on_nonfinite='stop')."""
 
 
 class WorkdirError(UserError):
@@ -114,6 +114,25 @@ def init_state(exp: Experiment) -> dict:
                 batch_stats=exp.batch_stats, rng=jax.random.PRNGKey(exp.config.seed + 1))
 
 
+def _nonfinite_leaves(tree):
+    """bool[#leaves]: which leaves of `tree` hold a NaN or inf."""
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.stack([~jnp.all(jnp.isfinite(x)) for x in leaves]) if leaves else jnp.zeros(0, bool)
+
+
+def _checked_state(state):
+    """The parts of a train state whose non-finite values stop a run (named in reports).
+
+    Not the optimizer state: a transform may keep an inf on purpose (a running minimum)."""
+    return dict(latent=state["latent"], batch_stats=state["batch_stats"])
+
+
+def _float_paths(tree) -> list[str]:
+    """'/'-joined paths of the float leaves of `tree` (the order of `_nonfinite_leaves`)."""
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return [p for p, (_, x) in zip(param_paths(tree), flat) if jnp.issubdtype(x.dtype, jnp.inexact)]
+
+
 def make_train_step(exp: Experiment):
     """state, images (uint8), labels -> new state, metrics; the whole update in one function."""
     method, model, ds = exp.method, exp.model, exp.dataset
@@ -132,15 +151,17 @@ def make_train_step(exp: Experiment):
         latent = optax.apply_updates(state["latent"], updates)
         new = dict(step=step + 1, latent=latent, opt_state=opt_state,
                    batch_stats=aux.batch_stats, rng=state["rng"])
-        # A step with a non-finite loss or gradient is never applied: the state
-        # stays the last good one, and the host decides to stop or go on.
-        bad_leaves = jnp.stack([~jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)])
-        finite = jnp.isfinite(loss) & ~jnp.any(bad_leaves)
+        # A step with a non-finite loss, gradient or new state (latents can overflow
+        # while the gradients are finite, e.g. with a huge lr) is never applied: the
+        # state stays the last good one, and the host decides to stop or go on.
+        bad_grads = _nonfinite_leaves(grads)
+        bad_state = _nonfinite_leaves(_checked_state(new))
+        finite = jnp.isfinite(loss) & ~jnp.any(bad_grads) & ~jnp.any(bad_state)
         new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, dict(state, step=step + 1))
         metrics = dict(train_loss=loss,
                        train_accuracy=jnp.mean(jnp.argmax(aux.logits, -1) == labels),
-                       lr=exp.learning_rate(step), nonfinite_leaves=bad_leaves,
-                       finite=finite, **dict(aux.metrics))
+                       lr=exp.learning_rate(step), nonfinite_grads=bad_grads,
+                       nonfinite_state=bad_state, finite=finite, **dict(aux.metrics))
         return new, metrics
 
     return step_fn
@@ -230,48 +251,66 @@ class _Batches:
 
 
 def _check_finite(host_metrics, first_step, paths, ckpt, policy, log):
-    """Stop (policy 'stop') or report (policy 'skip') steps whose update was skipped."""
+    """Stop (policy 'stop') or report (policy 'skip') steps whose update was skipped.
+
+    `paths` = (gradient leaf names, train-state leaf names) in `_nonfinite_leaves` order.
+    """
     bad = [i for i, m in enumerate(host_metrics) if not m["finite"]]
     if not bad:
         return
     m = host_metrics[bad[0]]
-    leaves = [p for p, b in zip(paths, m["nonfinite_leaves"]) if b] or ["(the loss itself)"]
-    where = (f"non-finite loss/gradients at step {first_step + bad[0]} "
-             f"({len(bad)} of the last {len(host_metrics)} steps); offending gradient leaves: "
-             f"{', '.join(leaves[:10])}")
+    grads = [p for p, b in zip(paths[0], m["nonfinite_grads"]) if b]
+    state = [p for p, b in zip(paths[1], m["nonfinite_state"]) if b]
+    parts = [f"loss={float(m['train_loss'])}"]
+    if grads:
+        parts.append(f"gradient leaves {', '.join(grads[:10])}" + (" ..." if len(grads) > 10 else ""))
+    if state:
+        parts.append(f"updated state leaves {', '.join(state[:10])}" + (" ..." if len(state) > 10 else ""))
+    where = (f"non-finite values at step {first_step + bad[0]} ({len(bad)} of the last "
+             f"{len(host_metrics)} steps): {'; '.join(parts)}")
     if policy == "skip":
         log(f"warning: {where}; those updates were skipped (config.train.on_nonfinite='skip').")
         return
+    last = ckpt.latest_step()
+    good = (f"the last good checkpoint is step {last} in {ckpt.directory}" if last is not None
+            else "no checkpoint was saved yet")
     raise NonFiniteError(
-        f"{where}. The update was not applied; the last good checkpoint is step "
-        f"{ckpt.latest_step()} in {ckpt.directory}. Lower config.optimizer.lr, or set "
-        f"config.train.on_nonfinite='skip' to skip such steps.")
+        f"{where}. The update was not applied; {good}. Lower config.optimizer.lr (or check the "
+        f"data for NaN/inf), or set config.train.on_nonfinite='skip' to skip such steps.")
 
 
 def _check_workdir(workdir: str, config) -> bool:
     """True if `workdir` holds an earlier run of this experiment to resume.
 
     A workdir with another experiment's config (dataset, model, method or quant
-    rules differ), or with run outputs but no checkpoint, is refused rather
-    than silently overwritten.
+    rules differ), with run outputs but no checkpoint, or with checkpoints but
+    no readable config.json, is refused rather than silently overwritten.
     """
     path = os.path.join(workdir, "config.json")
+    has_ckpt = os.path.isdir(os.path.join(workdir, checkpoints.CHECKPOINT_DIR))
     if not os.path.exists(path):
+        if has_ckpt:
+            raise WorkdirError(
+                f"{workdir!r} holds checkpoints but no config.json ({path!r} is missing), so "
+                f"they cannot be checked against this config. Restore that file, use another "
+                f"--workdir, or pass --overwrite to delete the run and start afresh.")
         return False
     try:
         with open(path) as f:
             old = json.load(f)
-    except (OSError, ValueError):
-        old = None
+    except (OSError, ValueError) as e:
+        raise WorkdirError(
+            f"cannot read {path!r} ({e}), so the run in {workdir!r} cannot be checked against "
+            f"this config. Restore that file, use another --workdir, or pass --overwrite to "
+            f"delete the run and start afresh.") from None
     new = json.loads(config.to_json_best_effort())
-    if old is not None:
-        for section in ("dataset", "model", "method", "quant"):
-            if old.get(section) != new.get(section):
-                raise WorkdirError(
-                    f"{workdir!r} holds a run with a different config.{section} "
-                    f"({old.get(section)} vs {new.get(section)}). Use another --workdir, or "
-                    f"pass --overwrite to delete that run and start afresh.")
-    if not os.path.isdir(os.path.join(workdir, checkpoints.CHECKPOINT_DIR)):
+    for section in ("dataset", "model", "method", "quant"):
+        if old.get(section) != new.get(section):
+            raise WorkdirError(
+                f"{workdir!r} holds a run with a different config.{section} "
+                f"({old.get(section)} vs {new.get(section)}). Use another --workdir, or "
+                f"pass --overwrite to delete that run and start afresh.")
+    if not has_ckpt:
         raise WorkdirError(
             f"{workdir!r} holds run outputs but no checkpoint to resume from; pass --overwrite "
             f"to start afresh there, or use another --workdir.")
@@ -279,16 +318,30 @@ def _check_workdir(workdir: str, config) -> bool:
 
 
 def _restore_latest(ckpt, abstract, log):
-    """(state, meta) of the newest readable checkpoint, falling back to older ones."""
+    """(state, meta) of the newest readable checkpoint, falling back to older ones.
+
+    Unreadable newer steps (truncated or missing files, another model's shapes)
+    are named in a warning and moved to `checkpoints_unreadable/`.
+    """
     steps = sorted(ckpt.all_steps(), reverse=True)
-    problems = []
+    problems, bad = [], []
     for step in steps:
         try:
-            return ckpt.restore(step, abstract)
+            out = ckpt.restore(step, abstract)
         except Exception as e:  # truncated / missing files, shape mismatch: orbax raises many types
             where = os.path.join(ckpt.directory, str(step))
-            problems.append(f"{where}: {str(e).splitlines()[0][:300]}")
-            log(f"warning: cannot read checkpoint {where} ({problems[-1]}); trying an older one.")
+            text = " ".join(str(e).split()).split(" [tensorstore_spec")[0]  # keeps the file name
+            problems.append(f"{where}: {type(e).__name__}: {text[:1000]}")
+            bad.append(step)
+            log(f"warning: cannot read checkpoint {problems[-1]}")
+            continue
+        if bad:
+            aside = ckpt.set_aside(bad, parallel.is_main_process())
+            parallel.sync("unreadable checkpoints set aside")
+            ckpt.reload()
+            log(f"warning: resuming from the older checkpoint {os.path.join(ckpt.directory, str(step))}"
+                f"; moved the unreadable step(s) {', '.join(map(str, bad))} to {aside}.")
+        return out
     raise WorkdirError(
         "no readable checkpoint to resume from: " + "; ".join(problems) +
         ". If the model or method changed, use another --workdir; to discard this run, pass "
@@ -326,7 +379,13 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
                        log=print) -> dict:
     """Train `config` in `workdir` (resuming if it holds checkpoints) and return
     the final metrics: test accuracy of the hard-quantized network, best
-    validation accuracy and the test accuracy at it, step, preempted flag.
+    validation accuracy and the test accuracy at it, step, preempted flag and
+    the signal that stopped the run (None if none did).
+
+    SIGTERM/SIGINT end the current step, save a checkpoint and return with
+    preempted=True; an unreadable newest checkpoint falls back to an older one;
+    a non-finite loss, gradient or updated state stops with `NonFiniteError`
+    (config.train.on_nonfinite='stop') or skips that step ('skip').
 
     `stop_after_steps` stops early as a preemption would (tests use it).
     """
@@ -344,7 +403,7 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
 
     rep = parallel.replicated(mesh)
     state = parallel.to_global(jax.device_get(init_state(exp)), rep)
-    latent_paths = param_paths(state["latent"])
+    leaf_paths = (_float_paths(state["latent"]), _float_paths(_checked_state(state)))
     project = jax.jit(method.project)
     projected = jax.device_get(project(state["latent"]))  # a collective: every process runs it
     if main_process:
@@ -357,8 +416,9 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
     if resuming and ckpt.all_steps():
         abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), state)
         state, meta = _restore_latest(ckpt, abstract, log)
-        writer.truncate_after(int(state["step"]))
         log(f"resumed from {ckpt.directory} at step {int(state['step'])}")
+    if resuming:  # records past the restored step (or all, if none was saved) are redone
+        writer.truncate_after(int(state["step"]))
     start = int(state["step"])
 
     train_step = jax.jit(make_train_step(exp), donate_argnums=0)
@@ -404,10 +464,10 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
             if done % log_every == 0 or is_eval or done == end:
                 host = jax.device_get(pending)
                 pending = []
-                _check_finite(host, done - len(host) + 1, latent_paths, ckpt,
+                _check_finite(host, done - len(host) + 1, leaf_paths, ckpt,
                               config.train.on_nonfinite, log)
                 record = {k: float(np.mean([m[k] for m in host])) for k in host[0]
-                          if k not in ("nonfinite_leaves", "finite")}
+                          if k not in ("nonfinite_grads", "nonfinite_state", "finite")}
                 if is_eval:
                     record.update(run_eval(done))
                     log(f"step {done}/{exp.total_steps}: " + ", ".join(
@@ -425,8 +485,9 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
         preempted = end < exp.total_steps
     except Preempted:
         preempted = True
-        log(f"stopped by signal {stop['signal']} at step {int(state['step'])}; "
-            f"checkpoint saved — rerun the same command to resume.")
+        log(f"stopped by signal {stop['signal']} ({signal.Signals(stop['signal']).name}) at step "
+            f"{int(state['step'])}/{exp.total_steps}; checkpoint saved in {ckpt.directory} — "
+            f"rerun the same command to resume.")
     finally:
         bar.close()
         for sig, h in previous_handlers.items():
@@ -435,7 +496,8 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
         best_ckpt.close()
         writer.close()
 
-    result = dict(step=int(state["step"]), preempted=preempted, seconds=time.time() - t0,
+    result = dict(step=int(state["step"]), preempted=preempted, signal=stop.get("signal"),
+                  seconds=time.time() - t0,
                   best_val_accuracy=meta["best_val_accuracy"] if has_val else None,
                   test_at_best_val=meta["test_at_best_val"], best_step=meta["best_step"])
     if not preempted:

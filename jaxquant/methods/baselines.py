@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxquant import quantizers as Q
+from jaxquant.errors import ConfigError
 from jaxquant.methods.base import Context, Method, masked_map
 
 Params = Any
@@ -70,7 +71,7 @@ def quantizer(name: str, *, bits: int = 1, threshold: float = 0.5, ratio: float 
             a = alpha if alpha else jax.lax.stop_gradient(jnp.mean(jnp.abs(w)))
             return Q.nearest(w, Q.pow2_codebook(levels, a).astype(w.dtype))
         return pow2
-    raise ValueError(f"unknown quantizer {name!r} (config.method.quantizer). "
+    raise ConfigError(f"unknown quantizer {name!r} (config.method.quantizer). "
                      f"Valid quantizers: {', '.join(QUANTIZERS)}.")
 
 
@@ -135,7 +136,7 @@ def binary_connect(optimizer: optax.GradientTransformation, *, mask: MaskLike = 
     if variant == "proxquant":
         tx = optax.chain(optimizer, optax.masked(clip_latents(-1.0, 1.0), _mask_fn(mask)))
         return _method(Q.straight_through(Q.sign), Q.sign, tx, mask)
-    raise ValueError(f"unknown BinaryConnect variant {variant!r} (config.method.variant). "
+    raise ConfigError(f"unknown BinaryConnect variant {variant!r} (config.method.variant). "
                      f"Valid variants: {', '.join(BC_VARIANTS)}.")
 
 
@@ -163,22 +164,30 @@ def dorefa(optimizer: optax.GradientTransformation, weight_bits: int = 1, *,
     return _method(fwd, hard, optimizer, mask)
 
 
+# The `config.method` keys each baseline reads, with their defaults (config_check
+# rejects any other key).
+DEFAULTS = {
+    "ste": dict(quantizer="sign", gated=False, bits=1, threshold=0.5, ratio=0.7, levels=3,
+                alpha=None, scale=False),
+    "binary_connect": dict(variant="md_bnn"),
+    "bwn": {},
+    "dorefa": dict(weight_bits=1, one_bit_scale=True, detach_max=False),
+}
+
+
 def from_config(name: str, ctx: Context) -> Method:
     """Build `name` (ste | binary_connect | bwn | dorefa) from `ctx.config.method`."""
+    if name not in DEFAULTS:
+        raise ValueError(f"jaxquant.methods.baselines has no method {name!r}.")
     m = ctx.config.method
-    get = m.get if hasattr(m, "get") else (lambda k, d=None: getattr(m, k, d))
+    get = lambda k: m.get(k, DEFAULTS[name][k])  # noqa: E731
     if name == "ste":
-        return ste(ctx.optimizer, get("quantizer", "sign"), mask=ctx.mask,
-                   gated=bool(get("gated", False)), bits=get("bits", 1),
-                   threshold=get("threshold", 0.5), ratio=get("ratio", 0.7),
-                   levels=get("levels", 3), alpha=get("alpha", None),
-                   scale=bool(get("scale", False)))
+        return ste(ctx.optimizer, get("quantizer"), mask=ctx.mask, gated=bool(get("gated")),
+                   bits=get("bits"), threshold=get("threshold"), ratio=get("ratio"),
+                   levels=get("levels"), alpha=get("alpha"), scale=bool(get("scale")))
     if name == "binary_connect":
-        return binary_connect(ctx.optimizer, mask=ctx.mask, variant=get("variant", "md_bnn"))
+        return binary_connect(ctx.optimizer, mask=ctx.mask, variant=get("variant"))
     if name == "bwn":
         return bwn(ctx.optimizer, mask=ctx.mask)
-    if name == "dorefa":
-        return dorefa(ctx.optimizer, get("weight_bits", 1), mask=ctx.mask,
-                      one_bit_scale=bool(get("one_bit_scale", True)),
-                      detach_max=bool(get("detach_max", False)))
-    raise ValueError(f"jaxquant.methods.baselines has no method {name!r}.")
+    return dorefa(ctx.optimizer, get("weight_bits"), mask=ctx.mask,
+                  one_bit_scale=bool(get("one_bit_scale")), detach_max=bool(get("detach_max")))

@@ -61,7 +61,6 @@ from jaxquant.models.mobilenet import MobileNetV2
 from jaxquant.models.resnet18 import STEMS, ResNet18
 from jaxquant.models.resnet_cifar import CifarResNet
 from jaxquant.models.resnet_imagenet import ImageNetResNet
-from jaxquant.models import resnet20q as _resnet20q
 from jaxquant.models.resnet20q import ResNet20Q
 from jaxquant.models.vgg import VGG16
 
@@ -69,18 +68,36 @@ __all__ = ["build", "names", "Switches", "MLP", "LeNet5", "CifarResNet", "ResNet
            "ImageNetResNet", "MobileNetV2", "ResNet20Q"]
 
 
+# The model-specific `config.model` keys with their defaults (besides the
+# switches, `layers.Switches`); config_check rejects other keys.
+_DEFAULTS = {
+    "mlp": dict(features=(256, 256), batch_norm=True),
+    "lenet5": dict(batch_norm=True),
+    **{f"resnet{d}": dict(shortcut="A") for d in (20, 32, 44, 56, 110)},
+    "resnet18": dict(stem="cifar", stem_stride=1),
+    "vgg16": dict(stem_stride=1),
+    **{f"resnet{d}": {} for d in (34, 50, 101, 152)},
+    "mobilenet_v2": dict(width=1.0),
+    "resnet20q": dict(depth=20, expand=5, switchable_bn=True),
+}
+
+
+def _get(cfg, key):
+    return cfg.get(key, _DEFAULTS[cfg.get("name")][key])
+
+
 def _mlp(cfg, n, sw):
-    return MLP(n, features=tuple(int(f) for f in cfg.get("features", (256, 256))),
-               batch_norm=bool(cfg.get("batch_norm", True)), sw=sw)
+    return MLP(n, features=tuple(int(f) for f in _get(cfg, "features")),
+               batch_norm=bool(_get(cfg, "batch_norm")), sw=sw)
 
 
 def _lenet5(cfg, n, sw):
-    return LeNet5(n, batch_norm=bool(cfg.get("batch_norm", True)), sw=sw)
+    return LeNet5(n, batch_norm=bool(_get(cfg, "batch_norm")), sw=sw)
 
 
 def _cifar_resnet(depth):
     def make(cfg, n, sw):
-        shortcut = str(cfg.get("shortcut", "A")).upper()
+        shortcut = str(_get(cfg, "shortcut")).upper()
         if shortcut not in ("A", "B"):
             raise ConfigError(f"config.model.shortcut must be 'A' (zero-pad identity) or 'B' "
                              f"(1x1 conv + BN); got {cfg.get('shortcut')!r}.")
@@ -89,14 +106,14 @@ def _cifar_resnet(depth):
 
 
 def _stride(cfg) -> int:
-    s = cfg.get("stem_stride", 1)
+    s = _get(cfg, "stem_stride")
     if s not in (1, 2):
         raise ConfigError(f"config.model.stem_stride must be 1 or 2; got {s!r}.")
     return int(s)
 
 
 def _resnet18(cfg, n, sw):
-    stem = cfg.get("stem", "cifar")
+    stem = _get(cfg, "stem")
     if stem not in STEMS:
         raise ConfigError(f"config.model.stem must be one of {', '.join(STEMS)}; got {stem!r}.")
     return ResNet18(n, stem=stem, stem_stride=_stride(cfg), sw=sw)
@@ -113,11 +130,16 @@ def _imagenet_resnet(depth):
 
 
 def _mobilenet_v2(cfg, n, sw):
-    width = cfg.get("width", 1.0)
+    width = _get(cfg, "width")
     if isinstance(width, bool) or not isinstance(width, (int, float)) or width <= 0:
         raise ConfigError(f"config.model.width must be a positive number (1.0 = torchvision's "
                           f"mobilenet_v2); got {width!r}.")
     return MobileNetV2(n, width=float(width), sw=sw)
+
+
+def _resnet20q(cfg, n, sw):
+    return ResNet20Q(n, depth=int(_get(cfg, "depth")), expand=int(_get(cfg, "expand")),
+                     switchable_bn=bool(_get(cfg, "switchable_bn")), sw=sw)
 
 
 _REGISTRY: dict[str, Callable[[Any, int, Switches], nn.Module]] = {
@@ -128,13 +150,21 @@ _REGISTRY: dict[str, Callable[[Any, int, Switches], nn.Module]] = {
     "vgg16": _vgg16,
     **{f"resnet{d}": _imagenet_resnet(d) for d in (34, 50, 101, 152)},
     "mobilenet_v2": _mobilenet_v2,
-    "resnet20q": _resnet20q.build,
+    "resnet20q": _resnet20q,
 }
 
 
 def names() -> list[str]:
     """The valid values of `config.model.name`."""
     return list(_REGISTRY)
+
+
+def keys(name: str) -> dict | None:
+    """The `config.model` keys model `name` reads, with defaults (None: unknown model)."""
+    if name not in _REGISTRY or name not in _DEFAULTS:
+        return None
+    switches = {f.name: f.default for f in dataclasses.fields(Switches)}
+    return {**switches, **_DEFAULTS.get(name, {})}
 
 
 def build(cfg: Any, num_classes: int, full_precision_layers: Sequence[str] = ()) -> nn.Module:

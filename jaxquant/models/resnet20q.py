@@ -136,8 +136,3 @@ class ResNet20Q(nn.Module):
         x = jnp.mean(x, axis=(1, 2))
         return layers.head(sw, self.num_classes)(x)
 
-
-def build(cfg: Any, num_classes: int, sw: Switches) -> ResNet20Q:
-    """resnet20q from `config.model`: `depth` (20), `expand` (5), `switchable_bn` (True)."""
-    return ResNet20Q(num_classes, depth=int(cfg.get("depth", 20)), expand=int(cfg.get("expand", 5)),
-                     switchable_bn=bool(cfg.get("switchable_bn", True)), sw=sw)
