@@ -294,31 +294,39 @@ def pdqat(optimizer: optax.GradientTransformation, bits: int, *, mask: Callable[
                   final_state=final_state)
 
 
+# Every `config.method` key PD-QAT reads, with its default (eps_* None: the
+# paper's value for the bit width, PAPER_EPS_OUT / PAPER_EPS_LAYER).
+DEFAULTS = {"pdqat": dict(
+    bits=4, eps_out=None, eps_layer=None, layerwise=False, dual_lr=0.01, dual_update="epoch",
+    routing="high", detach_target=False, fp_weights="tanh",
+    low_precision_params=LOW_PRECISION_PARAMS, lambda_out_init=1.0, lambda_layer_init=0.0)}
+
+
 def from_config(name: str, ctx: Context) -> Method:
     """PD-QAT from `ctx.config.method`: bits, eps_out, eps_layer, layerwise, dual_lr,
     dual_update ('epoch' | 'step'), routing, detach_target, fp_weights,
     low_precision_params, lambda_out_init, lambda_layer_init."""
     if name != "pdqat":
         raise ValueError(f"jaxquant.methods.pdqat has no method {name!r}.")
-    m = ctx.config.method
-    get = m.get if hasattr(m, "get") else (lambda k, d=None: getattr(m, k, d))
-    bits = get("bits", 4)
-    dual_update = get("dual_update", "epoch")
+    m = {**DEFAULTS["pdqat"], **dict(ctx.config.method)}
+    get = m.get
+    bits = get("bits")
+    dual_update = get("dual_update")
     if dual_update not in DUAL_UPDATES:
         raise ConfigError(f"config.method.dual_update must be one of {', '.join(DUAL_UPDATES)}; "
                           f"got {dual_update!r}.")
-    eps_out = get("eps_out", None)
-    eps_layer = get("eps_layer", None)
+    eps_out = get("eps_out")
+    eps_layer = get("eps_layer")
     return pdqat(ctx.optimizer, bits, mask=ctx.mask,
                  eps_out=float(PAPER_EPS_OUT.get(bits, 0.1) if eps_out is None else eps_out),
                  eps_layer=float(PAPER_EPS_LAYER.get(bits, 0.1) if eps_layer is None else eps_layer),
-                 layerwise=bool(get("layerwise", False)), dual_lr=float(get("dual_lr", 0.01)),
+                 layerwise=bool(get("layerwise")), dual_lr=float(get("dual_lr")),
                  dual_every_steps=ctx.steps_per_epoch if dual_update == "epoch" else 1,
-                 routing=get("routing", "high"), detach_target=bool(get("detach_target", False)),
-                 fp_weights=get("fp_weights", "tanh"),
-                 low_precision_params=tuple(get("low_precision_params", LOW_PRECISION_PARAMS)),
-                 lambda_out_init=float(get("lambda_out_init", 1.0)),
-                 lambda_layer_init=float(get("lambda_layer_init", 0.0)))
+                 routing=get("routing"), detach_target=bool(get("detach_target")),
+                 fp_weights=get("fp_weights"),
+                 low_precision_params=tuple(get("low_precision_params")),
+                 lambda_out_init=float(get("lambda_out_init")),
+                 lambda_layer_init=float(get("lambda_layer_init")))
 
 
 __all__ = ["pdqat", "pdqat_weight", "high_precision_weight", "dual_ascent", "DualAscentState",

@@ -26,7 +26,7 @@ inputs sown by a low-precision call gives z^32_l = clip(W^32_l * x^b_l, 0, 1).
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
 import flax.linen as nn
 import jax
