@@ -1,5 +1,5 @@
-"""DoReFa STE QAT baseline for the PD-QAT CPU runs, 2-bit ResNet-8q on Fashion-MNIST (jaxquant.recipes)."""
-from jaxquant.recipes import pdqat_fashion_mnist
+"""DoReFa STE QAT baseline for the PD-QAT CPU runs, 2-bit ResNet-8q on Fashion-MNIST (jaxquant.papers.pdqat)."""
+from jaxquant.papers.pdqat import pdqat_fashion_mnist
 
 
 def get_config():

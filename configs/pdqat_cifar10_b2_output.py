@@ -1,5 +1,5 @@
-"""PD-QAT Table 1 cell: 2-bit ResNet-20q on CIFAR-10, output (recipe: jaxquant.recipes.pdqat_cifar10)."""
-from jaxquant.recipes import pdqat_cifar10
+"""PD-QAT Table 1 cell: 2-bit ResNet-20q on CIFAR-10, output (recipe: jaxquant.papers.pdqat.pdqat_cifar10)."""
+from jaxquant.papers.pdqat import pdqat_cifar10
 
 
 def get_config():

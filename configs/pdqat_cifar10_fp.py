@@ -1,5 +1,5 @@
 """Full-precision ResNet-20q on CIFAR-10: PD-QAT Table 1's 32-bit row (clip(x, 0, 1) nonlinearity)."""
-from jaxquant.recipes import pdqat_cifar10
+from jaxquant.papers.pdqat import pdqat_cifar10
 
 
 def get_config():

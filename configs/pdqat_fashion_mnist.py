@@ -1,5 +1,5 @@
-"""PD-QAT with the output constraint, 2-bit ResNet-8q on Fashion-MNIST (CPU-sized; jaxquant.recipes)."""
-from jaxquant.recipes import pdqat_fashion_mnist
+"""PD-QAT with the output constraint, 2-bit ResNet-8q on Fashion-MNIST (CPU-sized; jaxquant.papers.pdqat)."""
+from jaxquant.papers.pdqat import pdqat_fashion_mnist
 
 
 def get_config():

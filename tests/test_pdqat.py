@@ -22,7 +22,7 @@ from jaxquant.masks import MaskError, full_precision_layers, param_paths, quant_
 from jaxquant.methods import pdqat as P
 from jaxquant.methods.base import default_loss
 from jaxquant.methods.baselines import dorefa
-from jaxquant.recipes import pdqat_cifar10
+from jaxquant.papers.pdqat import pdqat_cifar10
 
 BITS = 2
 EPS_OUT, EPS_LAYER = 0.3, 0.01

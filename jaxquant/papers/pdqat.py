@@ -1,4 +1,4 @@
-"""Experiment recipes shared by several config files: PD-QAT's Table 1 (Hounie et al., ICASSP'23).
+"""PD-QAT's Table 1 recipes (Hounie et al., ICASSP'23), shared by the pdqat config files.
 
 A config file for one table cell is then three lines, e.g. `configs/pdqat_cifar10_b4_layerwise.py`:
 `def get_config(): return pdqat_cifar10(4, "layerwise")`. The constraint levels
