@@ -6,7 +6,7 @@ or the trainer: it works on any params pytree.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +15,8 @@ import optax
 Params = Any
 Latent = Any
 Array = jax.Array
+# Which leaves a method quantizes: None (all), params -> bool pytree, or a bool pytree.
+MaskLike = Union[None, Callable[[Params], Params], Params]
 
 
 class Method(NamedTuple):
@@ -80,6 +82,15 @@ def default_loss(method: Method, apply_fn, latent, batch_stats, images, labels, 
     logits, mutated = apply_fn({"params": params, "batch_stats": batch_stats}, images,
                                train=True, mutable=["batch_stats"])
     return cross_entropy(logits, labels), LossAux(logits, mutated.get("batch_stats", {}))
+
+
+def as_mask_fn(mask: MaskLike) -> Callable[[Params], Params]:
+    """A params -> bool-pytree function from None (all leaves), a function, or a bool pytree."""
+    if mask is None:
+        return lambda p: jax.tree.map(lambda _: True, p)
+    if callable(mask):
+        return mask
+    return lambda p: mask
 
 
 def masked_map(fn: Callable[[Array], Array], mask: Params, tree: Params) -> Params:

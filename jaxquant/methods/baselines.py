@@ -13,7 +13,7 @@ Notebook use, on any params pytree::
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional, Union
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -21,23 +21,13 @@ import optax
 
 from jaxquant import quantizers as Q
 from jaxquant.errors import ConfigError
-from jaxquant.methods.base import Context, Method, masked_map
+from jaxquant.methods.base import Context, MaskLike, Method, as_mask_fn, masked_map
 
 Params = Any
 Array = jax.Array
-MaskLike = Union[None, Callable[[Params], Params], Params]
 
 QUANTIZERS = ("sign", "ternary", "twn", "bwn", "dorefa", "pow2")
 BC_VARIANTS = ("md_bnn", "proxquant")
-
-
-def _mask_fn(mask: MaskLike) -> Callable[[Params], Params]:
-    """A params -> bool-pytree function from None (all leaves), a function, or a bool pytree."""
-    if mask is None:
-        return lambda p: jax.tree.map(lambda _: True, p)
-    if callable(mask):
-        return mask
-    return lambda p: mask
 
 
 def quantizer(name: str, *, bits: int = 1, threshold: float = 0.5, ratio: float = 0.7,
@@ -78,7 +68,7 @@ def quantizer(name: str, *, bits: int = 1, threshold: float = 0.5, ratio: float 
 def _method(forward_q: Callable[[Array], Array], project_q: Callable[[Array], Array],
             tx: optax.GradientTransformation, mask: MaskLike) -> Method:
     """latent = params; forward/project apply forward_q/project_q to the masked leaves."""
-    mask_fn = _mask_fn(mask)
+    mask_fn = as_mask_fn(mask)
     return Method(
         init=lambda params: params,
         forward=lambda latent, step: masked_map(forward_q, mask_fn(latent), latent),
@@ -134,7 +124,7 @@ def binary_connect(optimizer: optax.GradientTransformation, *, mask: MaskLike = 
     if variant == "md_bnn":
         return _method(Q.gated_straight_through(Q.sign), Q.sign, optimizer, mask)
     if variant == "proxquant":
-        tx = optax.chain(optimizer, optax.masked(clip_latents(-1.0, 1.0), _mask_fn(mask)))
+        tx = optax.chain(optimizer, optax.masked(clip_latents(-1.0, 1.0), as_mask_fn(mask)))
         return _method(Q.straight_through(Q.sign), Q.sign, tx, mask)
     raise ConfigError(f"unknown BinaryConnect variant {variant!r} (config.method.variant). "
                      f"Valid variants: {', '.join(BC_VARIANTS)}.")

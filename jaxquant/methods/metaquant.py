@@ -55,8 +55,7 @@ import optax
 
 from jaxquant import quantizers as Q
 from jaxquant.errors import ConfigError
-from jaxquant.methods.base import Context, Method
-from jaxquant.methods.baselines import MaskLike, _mask_fn
+from jaxquant.methods.base import Context, MaskLike, Method, as_mask_fn
 
 Params = Any
 Array = jax.Array
@@ -199,7 +198,7 @@ def metaquant(optimizer: optax.GradientTransformation,
     bits = Q.check_bits(bits, "config.method.bits")
     if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
         raise ConfigError(f"config.method.hidden must be a positive integer, got {hidden!r}.")
-    mask_fn = _mask_fn(mask)
+    mask_fn = as_mask_fn(mask)
     lr_fn = learning_rate if callable(learning_rate) else (lambda _: learning_rate)
     meta_opt = optax.adam(meta_lr)
     wants_pre, wants_lstm = meta_net != "fcgrad", meta_net == "lstmfc"

@@ -54,8 +54,7 @@ import optax
 
 from jaxquant import quantizers as Q
 from jaxquant.errors import ConfigError
-from jaxquant.methods.base import Context, Method, masked_map
-from jaxquant.methods.baselines import MaskLike, _mask_fn
+from jaxquant.methods.base import Context, MaskLike, Method, as_mask_fn, masked_map
 
 Params = Any
 Array = jax.Array
@@ -281,7 +280,7 @@ def _method(init_leaf: Callable[[Params], Params] | None, forward_leaf, project_
     project, and the same optimizer. `init_tree` (the whole masked tree at once)
     replaces `init_leaf` where the init needs more than one leaf (random logits).
     """
-    mask_fn = _mask_fn(mask)
+    mask_fn = as_mask_fn(mask)
 
     def init(params):
         m = mask_fn(params)
@@ -298,7 +297,7 @@ def _method(init_leaf: Callable[[Params], Params] | None, forward_leaf, project_
 
 
 def _mirror_tx(optimizer, kind, beta, mask: MaskLike) -> optax.GradientTransformation:
-    return optax.chain(optimizer, optax.masked(mirror_step(kind, beta), _mask_fn(mask)))
+    return optax.chain(optimizer, optax.masked(mirror_step(kind, beta), as_mask_fn(mask)))
 
 
 def md_tanh(optimizer: optax.GradientTransformation, beta: optax.ScalarOrSchedule, *,

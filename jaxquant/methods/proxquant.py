@@ -37,8 +37,9 @@ import optax
 
 from jaxquant import quantizers as Q
 from jaxquant.errors import ConfigError
-from jaxquant.methods.base import Context, Method, masked_map, num_steps_to_epoch
-from jaxquant.methods.baselines import MaskLike, _mask_fn, binary_connect, clip_latents
+from jaxquant.methods.base import (Context, MaskLike, Method, as_mask_fn, masked_map,
+                                   num_steps_to_epoch)
+from jaxquant.methods.baselines import binary_connect, clip_latents
 
 Params = Any
 Array = jax.Array
@@ -249,7 +250,7 @@ def proxquant(optimizer: optax.GradientTransformation, learning_rate: optax.Scal
     if projection_mode not in PROJECTION_MODES:
         raise ConfigError(f"unknown ProxQuant projection_mode {projection_mode!r} "
                           f"(config.method.projection_mode). Valid: {', '.join(PROJECTION_MODES)}.")
-    mask_fn = _mask_fn(mask)
+    mask_fn = as_mask_fn(mask)
     if reset_optimizer_every_epoch:
         optimizer = reset_state_every(optimizer, steps_per_epoch)
     freeze = ([optax.masked(freeze_quantized(quantize, int(freeze_epoch) * steps_per_epoch), mask_fn)]
