@@ -46,6 +46,7 @@ inputs are captured with `nn.intercept_methods`, so models know nothing of it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, NamedTuple, Sequence
 
 import flax.linen as nn
@@ -253,6 +254,7 @@ def objective(theta: Array, h: Array, theta0: Array) -> Array:
     return 0.5 * jnp.sum(d * jnp.matmul(h, d, precision=_HI))
 
 
+@functools.partial(jax.jit, static_argnames=("levels",))
 def project(v: Array, levels: int, alpha0: float | Array, iterations: int = 10,
             tol: float = 1e-3) -> tuple[Array, Array]:
     """Projection onto {α·q : q in the codebook} with one α for the tensor: (G = αQ, α).
@@ -296,8 +298,10 @@ class AdmmResult(NamedTuple):
     objective: Array        # ½ tr(δᵀHδ) of theta
     naive_objective: Array  # the same for G0 = α0·nearest(Θ0 / α0), α0 = mean|Θ0|
     iterations: Array       # ADMM iterations run
+    best_iteration: Array   # the iteration that found theta (0: G0 itself)
 
 
+@functools.partial(jax.jit, static_argnames=("levels",))
 def admm(h: Array, theta0: Array, levels: int, iterations: int = 100, patience: int = 3,
          tol: float = 1e-3, projection_iterations: int = 10,
          projection_tol: float = 1e-3) -> AdmmResult:
@@ -325,19 +329,19 @@ def admm(h: Array, theta0: Array, levels: int, iterations: int = 100, patience: 
         return (i < iterations) & (fails < patience)
 
     def body(s):
-        i, fails, g, u, best_g, best_alpha, best_err = s
+        i, fails, g, u, best = s
         w = cho_solve(factor, b1 + rho * (g - u))
         g, alpha = project(w + u, levels, alpha0, projection_iterations, projection_tol)
         u = u + w - g
         err = 2.0 * objective(g, h, theta0)
-        better = (err < best_err) & (best_err - err > tol)
-        return (i + 1, jnp.where(better, jnp.zeros_like(fails), fails + 1), g, u, jnp.where(better, g, best_g),
-                jnp.where(better, alpha, best_alpha), jnp.where(better, err, best_err))
+        better = (err < best[2]) & (best[2] - err > tol)
+        best = jax.tree.map(lambda new, old: jnp.where(better, new, old), (g, alpha, err, i + 1), best)
+        return i + 1, jnp.where(better, 0, fails + 1), g, u, best
 
     zero = jnp.zeros((), jnp.int32)
-    init = (zero, zero, g0, jnp.zeros_like(theta0), g0, alpha0, err0)
-    i, _, _, _, g, alpha, err = jax.lax.while_loop(cond, body, init)
-    return AdmmResult(g, alpha, 0.5 * err, 0.5 * err0, i)
+    init = (zero, zero, g0, jnp.zeros_like(theta0), (g0, alpha0, err0, zero))
+    i, _, _, _, (g, alpha, err, at) = jax.lax.while_loop(cond, body, init)
+    return AdmmResult(g, alpha, 0.5 * err, 0.5 * err0, i, at)
 
 
 # ---------------------------------------------------------------- the layer loop
@@ -519,7 +523,6 @@ def ldnq(model: nn.Module, params, batch_stats, images, mask, *, settings: Setti
     n_h = min(n_h, images.shape[0])
     hbatch = min(int(settings.batch_size), n_h)
     step = _make_cascade_step(model, tx, preprocess)
-    solve = jax.jit(admm, static_argnums=(2, 3, 4, 5, 6, 7))
     frozen: set = set()
     reports, total_steps = [], 0
     for i, (spec, with_bias) in enumerate(layers):
@@ -538,9 +541,9 @@ def ldnq(model: nn.Module, params, batch_stats, images, mask, *, settings: Setti
         theta0 = kernel_matrix(kernel, layer["bias"] if with_bias else None)
         if progress is not None:
             progress.set_postfix_str(f"{spec.name}: ADMM")
-        res = solve(h, theta0, levels, int(settings.admm_iterations), int(settings.admm_patience),
-                    float(settings.admm_tol), int(settings.projection_iterations),
-                    float(settings.projection_tol))
+        res = admm(h, theta0, levels, int(settings.admm_iterations), int(settings.admm_patience),
+                   float(settings.admm_tol), int(settings.projection_iterations),
+                   float(settings.projection_tol))
         new_kernel, new_bias = matrix_kernel(res.theta, kernel.shape, with_bias)
         new_layer = dict(layer, kernel=new_kernel.astype(kernel.dtype))
         frozen.add(spec.name + "/kernel")
