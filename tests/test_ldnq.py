@@ -78,8 +78,8 @@ def test_conv_hessian_matches_a_direct_computation_and_the_output_change(bias):
     inputs = capture_input(net, nv, x, spec.path)
     np.testing.assert_allclose(inputs, jnp.tanh(x), rtol=1e-6)
     s, count = hessian(layer_rows(inputs, spec), bias)
-    np.testing.assert_allclose(s / count, _direct_conv_hessian(np.asarray(inputs, np.float64), 3, 2, 1, bias),
-                               rtol=1e-5, atol=1e-6)
+    direct = _direct_conv_hessian(np.asarray(inputs, np.float64), 3, 2, 1, bias)
+    np.testing.assert_allclose(s / count, direct, rtol=1e-5, atol=1e-6)
     # ½ tr(δᵀHδ) is half the mean squared change of the layer's outputs (one patch ordering).
     p = variables["params"]
     dk = jax.random.normal(jax.random.PRNGKey(2), p["kernel"].shape)

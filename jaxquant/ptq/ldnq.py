@@ -13,7 +13,7 @@ by ADMM (`admm`). After each layer a short "cascade" fine-tune of the BN
 parameters and every not-yet-quantized parameter matches the full-precision
 network's logits (`cascade_finetune`).
 
-Facts from the official code (csyhhu/L-DNQ) followed here, paper's defaults:
+Details read from the official code (csyhhu/L-DNQ) and followed here:
 - H in eval mode (BN running statistics), from augmented images of the limited
   set; patches with the layer's own padding and stride.
 - ADMM (`utils/quantization.py`): α0 = mean|W0|, G0 = α0·Q(W0; α0), U = 0,
@@ -152,6 +152,8 @@ def _spec(module) -> LayerSpec:
     if isinstance(module, nn.Dense):
         return LayerSpec(path, "dense", ())
     n = len(module.kernel_size)
+    if not 1 <= n <= 3:
+        raise UserError(f"L-DNQ supports 1-, 2- and 3-D convolutions (layer {'/'.join(path)!r}).")
     if module.feature_group_count != 1:
         raise UserError(f"L-DNQ does not support grouped convolutions (layer {'/'.join(path)!r}).")
     return LayerSpec(path, "conv", tuple(module.kernel_size), _tuple(module.strides, n),
@@ -207,7 +209,7 @@ def layer_rows(inputs: Array, layer: LayerSpec) -> Array:
     if layer.kind == "dense":
         return inputs.reshape(-1, inputs.shape[-1])
     n = len(layer.kernel_size)
-    spatial = "HWD"[:n] if n <= 3 else None
+    spatial = "HWD"[:n]
     dims = ("N" + spatial + "C", spatial + "IO", "N" + spatial + "C")
     patches = jax.lax.conv_general_dilated_patches(
         inputs, layer.kernel_size, layer.strides, layer.padding, lhs_dilation=layer.input_dilation,
@@ -249,7 +251,10 @@ def hessian(rows: Array, bias: bool = False) -> tuple[Array, Array]:
 # ---------------------------------------------------------------- projection and ADMM
 
 def objective(theta: Array, h: Array, theta0: Array) -> Array:
-    """½ tr((Θ − Θ0)ᵀ H (Θ − Θ0)): the layer-wise second-order loss; Θ, Θ0 [D, O], H [D, D]."""
+    """½ tr((Θ − Θ0)ᵀ H (Θ − Θ0)), the layer-wise second-order loss.
+
+    theta, theta0: [D, O]; h: [D, D].
+    """
     d = theta - theta0
     return 0.5 * jnp.sum(d * jnp.matmul(h, d, precision=_HI))
 

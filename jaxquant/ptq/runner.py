@@ -50,7 +50,8 @@ def settings_from_config(config) -> Settings:
     for name in ("batch_size", "admm_patience", "projection_iterations", "cascade_check_every",
                  "cascade_patience", "cascade_max_epochs"):
         if int(getattr(s, name)) < 1:
-            raise ConfigError(f"config.ldnq.{name} must be a positive integer, got {getattr(s, name)!r}.")
+            raise ConfigError(f"config.ldnq.{name} must be a positive integer, "
+                              f"got {getattr(s, name)!r}.")
     return s
 
 
