@@ -63,8 +63,11 @@ def _finished_run(workdir: str, config) -> dict | None:
     path = os.path.join(workdir, "config.json")
     if not os.path.isfile(path):
         return None
-    with open(path) as f:
-        old = json.load(f)
+    try:
+        with open(path) as f:
+            old = json.load(f)
+    except (OSError, ValueError):
+        old = None
     if old != json.loads(config.to_json_best_effort()):
         raise train.WorkdirError(
             f"{workdir!r} holds a run with another config. Use another --workdir, or pass "
