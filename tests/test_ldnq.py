@@ -233,6 +233,10 @@ def test_nine_levels_stay_within_two_points_and_export_reads_the_run(fp_run, tmp
     entry = next(e for e in manifest["tensors"] if e["name"] == "dense1/kernel")
     assert entry["encoding"] == "packed" and entry["bits"] <= 4
     assert evaluate_export(export)["accuracy"] == pytest.approx(result["test_accuracy"])
+    # a finished run is reused, and another config is refused in its workdir
+    assert runner.run(_ldnq_config(fp_workdir, 9), workdir, log=lambda *_: None) == result
+    with pytest.raises(UserError, match="another config"):
+        runner.run(_ldnq_config(fp_workdir, 5), workdir, log=lambda *_: None)
 
 
 def test_three_levels_beat_naive_rounding(fp_run, tmp_path):

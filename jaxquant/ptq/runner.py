@@ -139,7 +139,8 @@ def run(config, workdir: str, overwrite: bool = False, log=print) -> dict:
     result = dict(step=out.steps, preempted=False, seconds=time.time() - t0,
                   test_accuracy=test["accuracy"], final_test_accuracy=test["accuracy"],
                   test_loss=test["loss"], fp_test_accuracy=fp["accuracy"], levels=settings.levels,
-                  limited_images=int(len(images)), layers=[r._asdict() for r in out.layers])
+                  limited_images=int(len(images)),
+                  layers=[dict(r._asdict(), shape=list(r.shape)) for r in out.layers])
     if main_process:
         ckpt = checkpoints.Checkpointer(workdir, keep=1)
         ckpt.save(out.steps, dict(params=out.params, batch_stats=out.batch_stats),
