@@ -71,7 +71,7 @@ class Settings:
     levels: int = 3                   # codebook size: 3, 5, 7, 9 or 11
     data_fraction: float = 0.01       # random fraction of the train split used (1%)
     batch_size: int = 128             # cascade batches (and Hessian batches)
-    hessian_images: int = 0           # images of the subset used for H; 0 = all of it
+    hessian_images: int = 0           # images of the subset used for H; 0 = all (the code: 200)
     admm_iterations: int = 100
     admm_patience: int = 3            # stop after this many iterations without improvement
     admm_tol: float = 1e-3            # improvement of tr(δᵀHδ) that counts
