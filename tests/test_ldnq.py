@@ -139,7 +139,7 @@ def _random_layer(seed, d=10, o=3, n=40):
     return h, w
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(seed=st.integers(0, 10_000), levels=st.sampled_from([3, 9]))
 def test_admm_objective_is_never_above_naive_rounding(seed, levels):
     h, w = _random_layer(seed)
@@ -163,7 +163,7 @@ def test_admm_beats_rounding_and_alpha_fitting_on_correlated_inputs():
     assert 1 <= int(res.iterations) <= 100
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=6, deadline=None)
 @given(seed=st.integers(0, 10_000), patience=st.sampled_from([1, 3]))
 def test_admm_stops_patience_iterations_after_its_last_improvement(seed, patience):
     h, w = _random_layer(seed)
@@ -178,7 +178,7 @@ def test_admm_stops_patience_iterations_after_its_last_improvement(seed, patienc
 def _fp_config():
     c = load_config("fp_digits")
     c.model.features = (64, 64)
-    c.train.update(epochs=8, eval_every_steps=0, log_every_steps=1000)
+    c.train.update(epochs=5, eval_every_steps=0, log_every_steps=1000)
     return c
 
 
@@ -186,7 +186,7 @@ def _ldnq_config(fp_workdir, levels):
     c = load_config("ldnq_digits")
     c.model.features = (64, 64)
     c.init_checkpoint = fp_workdir
-    c.ldnq.update(levels=levels, cascade_max_epochs=10)
+    c.ldnq.update(levels=levels, cascade_max_epochs=5)
     return c
 
 
