@@ -1,22 +1,27 @@
-"""L-DNQ, 3-level ResNet-18 on ImageNet from 1% of the train set (12,811 images; Chen et al., AAAI'19).
+"""L-DNQ, 3-level ResNet-18 on ImageNet from torchvision's pretrained weights (Chen et al., AAAI'19).
 
-Paper: top-1 / top-5 45.98 / 75.73 (full precision 69.76 / 89.02); with 9 levels
-(--config.ldnq.levels=9) it loses 2.73 top-1. Every conv and the fc quantized
-(first and last included), cascade SGD 1e-3 / momentum 0.9 / wd 5e-4 after each
-layer, batches of 128.
+Paper (3 levels), top-1 / top-5: 45.98 / 75.73 (9 levels: 2.73 top-1 below FP); full precision 69.76 / 89.02.
+Every conv and the fc quantized (first and last included, biases with their
+kernels, BatchNorm in full precision), from a random 1% of the train split
+(12,811 images); after each layer a cascade fine-tune with SGD 1e-3, momentum
+0.9, weight decay 5e-4, batches of 128. Other codebooks: --config.ldnq.levels=5|7|9|11.
 
-Model: jaxquant's ResNet-18 with the ImageNet stem (7x7/2 + max-pool); the FP
-checkpoint must be a run of this model (runs/fp_imagenet_resnet18). A torchvision-
-style ImageNet ResNet and a converter for torchvision's pretrained weights are being
-added separately; point init_checkpoint at such a run once they exist.
+Weights: torchvision's resnet18 IMAGENET1K_V1 (the checkpoint the L-DNQ README
+starts from), converted once with
+    python -m jaxquant.convert --from resnet18.pth --model resnet18 --out runs/torchvision_resnet18
+(`.safetensors` works without torch; see jaxquant/convert.py).
 """
-from jaxquant.ptq.ldnq import base_config
+from jaxquant.config import base_config
 
 
 def get_config():
     c = base_config()
     c.dataset.update(name="imagenet2012")
     c.model.update(name="resnet18", stem="imagenet")
+    c.method = dict(name="ldnq")
+    c.ldnq = dict(levels=3, data_fraction=0.01, batch_size=128)
+    c.quant.update(include=(".*kernel", ".*bias"), exclude=("(.*/)?bn[^/]*/.*",))
+    c.optimizer.update(name="momentum", lr=1e-3, momentum=0.9, weight_decay=5e-4)
     c.train.update(eval_batch_size=500)
-    c.init_checkpoint = "runs/fp_imagenet_resnet18"
+    c.init_checkpoint = "runs/torchvision_resnet18"
     return c

@@ -16,10 +16,10 @@ for depth in 20 32 56; do
       --config.init_checkpoint="$RUNS/fp_cifar10_resnet$depth"
 done
 
-# ImageNet ResNet-18 (top-1 45.98 with 3 levels; 9 levels lose 2.73 of the FP 69.76 top-1)
-# needs a full-precision ImageNet run (or converted torchvision weights) in
-# $RUNS/fp_imagenet_resnet18 and the prepared imagenet2012 tfds data:
-#   row ldnq3_imagenet_resnet18 45.98 configs/ldnq_imagenet_resnet18.py \
-#       --config.init_checkpoint="$RUNS/fp_imagenet_resnet18"
-#   row ldnq9_imagenet_resnet18 67.03 configs/ldnq_imagenet_resnet18.py --config.ldnq.levels=9 \
-#       --config.init_checkpoint="$RUNS/fp_imagenet_resnet18"
+# ImageNet (top-1, 3 levels: R18 45.98, R34 43.99, R50 56.49; 9 levels lose 2.73 of R18's
+# 69.76) needs the prepared imagenet2012 tfds data and torchvision's weights converted
+# into runs/torchvision_resnet{18,34,50} (python -m jaxquant.convert, see the configs):
+#   row ldnq3_imagenet_resnet18 45.98 configs/ldnq_imagenet_resnet18.py
+#   row ldnq9_imagenet_resnet18 67.03 configs/ldnq_imagenet_resnet18.py --config.ldnq.levels=9
+#   row ldnq3_imagenet_resnet34 43.99 configs/ldnq_imagenet_resnet34.py
+#   row ldnq3_imagenet_resnet50 56.49 configs/ldnq_imagenet_resnet50.py
