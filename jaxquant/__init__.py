@@ -6,8 +6,8 @@ transforms, usable on any params pytree.
 from jaxquant.data import DataError, Dataset, load as load_dataset  # noqa: F401
 from jaxquant.export import summary_table  # noqa: F401
 from jaxquant.masks import quant_mask  # noqa: F401
+from jaxquant.ptq import ldnq  # noqa: F401
 from jaxquant.methods.base import Context, Method  # noqa: F401
 from jaxquant.methods.baselines import binary_connect, bwn, clip_latents, dorefa, ste  # noqa: F401
-from jaxquant.ptq import ldnq  # noqa: F401
 
 __version__ = "0.1.0"

@@ -43,7 +43,7 @@ def main(argv):
         fail(f"unexpected arguments {argv[1:]}; pass options as --config=... --workdir=... and "
              f"overrides as --config.section.key=value.")
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-    from jaxquant import methods, parallel, train  # heavy imports after flag parsing
+    from jaxquant import parallel, train  # heavy imports after flag parsing
     parallel.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                         auto=_DISTRIBUTED.value)
     path = config_flags.get_config_filename(flags.FLAGS["config"]).split(":")[0]
@@ -55,6 +55,7 @@ def main(argv):
     except (OSError, AttributeError, KeyError, TypeError, ValueError, SyntaxError) as e:
         fail(f"cannot load the config: {_message(e)}")
     try:
+        from jaxquant import methods
         run_fn = methods.runner(config.method.name) or train.run  # post-training methods have their own
         result = run_fn(config, _WORKDIR.value, overwrite=_OVERWRITE.value)
     except UserError as e:
