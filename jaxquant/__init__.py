@@ -7,6 +7,7 @@ from jaxquant.pretrained import convert_state_dict, read_state_dict  # noqa: F40
 from jaxquant.data import DataError, Dataset, load as load_dataset  # noqa: F401
 from jaxquant.export import summary_table  # noqa: F401
 from jaxquant.masks import quant_mask  # noqa: F401
+from jaxquant.ptq import ldnq  # noqa: F401
 from jaxquant.methods.base import Context, Method  # noqa: F401
 from jaxquant.methods.baselines import binary_connect, bwn, clip_latents, dorefa, ste  # noqa: F401
 from jaxquant.methods.mirror import beta_schedule, gd_tanh, md_softmax, md_softmax_s, md_tanh, md_tanh_s, mirror_step, pmf  # noqa: F401,E501

@@ -65,7 +65,9 @@ def main(argv):
     except (OSError, AttributeError, KeyError, TypeError, ValueError, SyntaxError) as e:
         fail(f"cannot load the config: {_message(e)}")
     try:
-        result = train.run(config, _WORKDIR.value, overwrite=_OVERWRITE.value)
+        from jaxquant import methods
+        run_fn = methods.runner(config.method.name) or train.run  # post-training methods have their own
+        result = run_fn(config, _WORKDIR.value, overwrite=_OVERWRITE.value)
     except UserError as e:
         fail(str(e))
     except KeyboardInterrupt:  # Ctrl-C outside the training loop (set-up, final evaluation)

@@ -1,8 +1,13 @@
-"""Method registry: config name -> factory(Context) -> Method.
+"""Method registry: config name -> factory(Context) -> Method, and post-training runners.
 
 Each family lives in its own module and exposes a `from_config(name, ctx)`
 function; modules are imported lazily so that a notebook importing one family
 does not pay for the others.
+
+Post-training methods (L-DNQ) do not train: `runner(name)` gives the function
+`run(config, workdir, overwrite)` that `jaxquant.main` calls instead of the
+trainer, and their `Method` is the identity (the params they save are already
+quantized), which is what evaluation and export of such a run need.
 """
 from __future__ import annotations
 
@@ -20,6 +25,12 @@ _FAMILIES = {
     "proxquant": "proxquant",
     "metaquant": "metaquant",
     "pdqat": "pdqat",
+    "ldnq": "full_precision",  # post-training: see _RUNNERS
+}
+
+# post-training method name -> module with `run(config, workdir, overwrite=False) -> dict`.
+_RUNNERS = {
+    "ldnq": "jaxquant.ptq.runner",
 }
 
 
@@ -29,6 +40,13 @@ class UnknownMethodError(ConfigError):
 
 def names() -> list[str]:
     return sorted(_FAMILIES)
+
+
+def runner(name: str):
+    """`run(config, workdir, overwrite)` of a post-training method, or None (use the trainer)."""
+    if name not in _RUNNERS:
+        return None
+    return importlib.import_module(_RUNNERS[name]).run
 
 
 def build(name: str, ctx: Context) -> Method:
