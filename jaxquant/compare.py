@@ -231,6 +231,7 @@ class _Tee:
     def __init__(self, path: str, echo: Callable[[str], None]):
         self.file = open(path, "a")
         self.echo = echo
+        self.terminal = sys.stdout  # echo there, not into this tee once stdout is redirected
         self.buffer = ""
 
     def write(self, text: str) -> int:
@@ -239,7 +240,8 @@ class _Tee:
         *lines, self.buffer = self.buffer.split("\n")
         for line in lines:
             if line.startswith(self.PROGRESS):
-                self.echo(line)
+                with contextlib.redirect_stdout(self.terminal):
+                    self.echo(line)
         return len(text)
 
     def flush(self) -> None:
