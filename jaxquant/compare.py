@@ -70,7 +70,7 @@ def _homotopy(paper_lambda: float = 0.02) -> Callable[[Budget], dict]:
     """ProxQuant lambda_t = reg_rate * epoch (METHODS.md §2), scaled so that lambda at the
     end of the budget is the paper's lambda at its freeze epoch (1e-4 * 200 = 0.02)."""
     def make(budget: Budget) -> dict:
-        return dict(reg_rate=paper_lambda / max(budget.epochs - 1.0, 1.0))
+        return dict(reg_rate=float(f"{paper_lambda / max(budget.epochs - 1.0, 1.0):.3g}"))
     return make
 
 
@@ -320,7 +320,7 @@ def run_method(spec: Spec, config, workdir: str, *, overwrite: bool = False,
     except ModuleNotFoundError as e:
         if not _missing_module(e):
             raise
-        row["error"] = (f"method {spec.name!r} is registered but {e.name} is not in this "
+        row["error"] = (f"method {row['method']!r} is registered but {e.name} is not in this "
                         f"checkout (not implemented yet)")
     except UserError as e:
         row["error"] = " ".join(str(e).split())
