@@ -2,8 +2,9 @@
 
 On a small shared CPU machine multi-threaded kernels of several processes
 oversubscribe the cores and step times swing by several x; one thread per
-library (`--threads 1`; PyTorch takes any count, XLA:CPU only 1 or its pool) gives stable, comparable numbers. 0 keeps each
+library (`--threads 1`) gives steadier, like-for-like numbers. 0 keeps each
 library's default (all cores; the right choice on an idle machine or a GPU).
+XLA:CPU has no thread-count flag: it runs single-threaded or on its own pool.
 """
 from __future__ import annotations
 

@@ -286,10 +286,6 @@ def size_of(manifest: dict) -> dict:
                 quantized_fraction=n_packed / max(n_params, 1))
 
 
-def _missing_module(e: ModuleNotFoundError) -> bool:
-    return bool(e.name) and e.name.startswith("jaxquant.")
-
-
 def run_method(spec: Spec, config, workdir: str, *, overwrite: bool = False,
                echo: Callable[[str], None] = print) -> dict:
     """Train, export and measure one method; a row of the comparison (never raises for
@@ -313,19 +309,21 @@ def run_method(spec: Spec, config, workdir: str, *, overwrite: bool = False,
                 result = train.run(config, workdir)
             if result.get("preempted"):
                 raise UserError(f"stopped at step {result['step']} (preempted); rerun to resume.")
-        manifest = export.read_manifest(export.export_run(workdir))
+        # the checkpoint the reported accuracy belongs to (best validation with select_best)
+        best = bool(config.train.select_best)
+        manifest = export.read_manifest(export.export_run(workdir, best=best))
         row.update(test_accuracy=result["test_accuracy"], step=result["step"],
                    seconds=result.get("seconds"), select_best=bool(config.train.select_best),
                    **size_of(manifest))
-    except ModuleNotFoundError as e:
-        if not _missing_module(e):
-            raise
-        row["error"] = (f"method {row['method']!r} is registered but {e.name} is not in this "
-                        f"checkout (not implemented yet)")
     except UserError as e:
         row["error"] = " ".join(str(e).split())
     except Exception as e:  # noqa: BLE001 - a bug in one method must not end the comparison
-        row["error"] = f"{type(e).__name__}: {' '.join(str(e).split())[:300]} (traceback in {log_path})"
+        if isinstance(e, ModuleNotFoundError) and (e.name or "").startswith("jaxquant."):
+            row["error"] = (f"method {row['method']!r} is registered but {e.name} is not in this "
+                            f"checkout (not implemented yet)")
+        else:
+            row["error"] = (f"{type(e).__name__}: {' '.join(str(e).split())[:300]} "
+                            f"(traceback in {log_path})")
         tee.file.write(traceback.format_exc())
     finally:
         tee.close()
