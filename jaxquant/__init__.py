@@ -4,7 +4,6 @@
 transforms, usable on any params pytree.
 """
 from jaxquant.data import DataError, Dataset, load as load_dataset  # noqa: F401
-from jaxquant.compare import compare as compare_methods  # noqa: F401
 from jaxquant.export import summary_table  # noqa: F401
 from jaxquant.masks import quant_mask  # noqa: F401
 from jaxquant.methods.base import Context, Method  # noqa: F401

@@ -101,17 +101,24 @@ def test_malformed_override_is_a_user_error():
 @pytest.mark.slow
 def test_bench_scripts_write_json_and_markdown(tmp_path):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    for script, extra in (("step_time.py", ["--models", "mlp", "--methods", "fp,bc,not_a_preset_ok"]),
-                          ("scaling.py", ["--models", "mlp", "--methods", "fp,bc", "--devices", "1,2"])):
-        if script == "step_time.py":
-            extra = ["--models", "mlp,resnet20", "--methods", "fp,bc"]
+    runs = (("step_time.py", ["--models", "mlp,resnet20", "--methods", "fp,bc,md_tanh_s"]),
+            ("scaling.py", ["--models", "mlp", "--methods", "fp,bc", "--devices", "1,2"]))
+    for script, extra in runs:
         out = subprocess.run([sys.executable, os.path.join("bench", script), "--out", str(tmp_path),
-                              "--rounds", "2", "--steps", "1", *extra], cwd=REPO, env=env,
-                             capture_output=True, text=True, timeout=1200)
+                              "--rounds", "2", "--steps", "1", "--threads", "1", *extra], cwd=REPO,
+                             env=env, capture_output=True, text=True, timeout=1800)
         assert out.returncode == 0, out.stderr[-3000:]
     rows = json.load(open(tmp_path / "step_time.json"))["rows"]
-    timed = {(r["model"], r["method"]): r for r in rows if "step_ms" in r}
-    assert timed[("mlp", "fp")]["ratio_vs_fp"] == 1.0 and timed[("mlp", "bc")]["step_ms"] > 0
+    by = {(r["model"], r["method"]): r for r in rows}
+    assert by[("mlp", "fp")]["ratio_vs_fp"] == 1.0 and by[("mlp", "bc")]["step_ms"] > 0
+    assert by[("mlp", "bc")]["images_per_s"] == pytest.approx(32e3 / by[("mlp", "bc")]["step_ms"])
+    # a method whose module is missing is a note, a present one a timing
+    assert ("step_ms" in by[("mlp", "md_tanh_s")]) == (methods_module_exists("mirror"))
     assert (tmp_path / "step_time.md").exists() and (tmp_path / "scaling.md").exists()
     scaling = json.load(open(tmp_path / "scaling.json"))["rows"]
     assert sorted({r["devices"] for r in scaling}) == [1, 2]
+
+
+def methods_module_exists(name):
+    import importlib.util
+    return importlib.util.find_spec(f"jaxquant.methods.{name}") is not None
