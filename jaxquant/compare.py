@@ -411,9 +411,9 @@ def compare(base, methods: str | list[Spec], workdir: str, *, overwrite: bool = 
     """Train every method of `methods` on `base`'s data/model/budget in `workdir/<label>` and
     write comparison.md / .json / .png there; returns the rows."""
     specs = parse_specs(methods) if isinstance(methods, str) else list(methods)
-    os.makedirs(workdir, exist_ok=True)
     budget = budget_of(base)
     configs = [method_config(base, s, budget, workdir) for s in specs]
+    os.makedirs(workdir, exist_ok=True)
     rows, t0 = [], time.time()
     for i, (spec, config) in enumerate(zip(specs, configs)):
         echo(f"[{i + 1}/{len(specs)}] {spec.label}: config.method={config.method.to_dict()} "
