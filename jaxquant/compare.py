@@ -11,7 +11,8 @@ optionally followed by overrides: `dorefa:weight_bits=2:detach_max=True`
 `optimizer.lr=0.01` address other sections). Base-config fields are overridden
 as in `jaxquant.main`: `--config.train.epochs=5`.
 
-Each method trains in `<workdir>/<label>` through `jaxquant.train.run` (so an
+Each method trains in `<workdir>/<label>` through `jaxquant.train.run` (or a preset's
+own runner, e.g. L-DNQ's post-training one; either way an
 interrupted comparison resumes, and a finished method is not retrained), is
 exported (`jaxquant.export`), and the comparison is written to
 `<workdir>/comparison.md` (test accuracy of the hard-quantized network, weight
@@ -66,17 +67,27 @@ def _anneal(beta_end: float = 1e4, increments: int = 100) -> Callable[[Budget], 
     return make
 
 
-def _homotopy(paper_lambda: float = 0.02) -> Callable[[Budget], dict]:
-    """ProxQuant lambda_t = reg_rate * epoch (METHODS.md §2), scaled so that lambda at the
-    end of the budget is the paper's lambda at its freeze epoch (1e-4 * 200 = 0.02)."""
+def _homotopy(paper_reg_rate: float = 1e-4, paper_freeze: int = 200,
+              paper_steps_per_epoch: int = 390) -> Callable[[Budget], dict]:
+    """ProxQuant lambda_t = reg_rate * epoch, freeze at `freeze_epoch` (METHODS.md §2), scaled
+    to the budget: the freeze falls at 2/3 of it (paper: 200 of 300 epochs), and reg_rate
+    keeps the paper's accumulated prox strength sum_t lr reg_rate epoch(t) ~ reg_rate *
+    steps_per_epoch * freeze^2 / 2 (the scaling configs/proxquant_binary_digits.py uses)."""
     def make(budget: Budget) -> dict:
-        return dict(reg_rate=float(f"{paper_lambda / max(budget.epochs - 1.0, 1.0):.3g}"))
+        freeze = max(round(2 * budget.epochs / 3), 1)
+        work = paper_reg_rate * paper_steps_per_epoch * paper_freeze ** 2
+        rate = work / (max(budget.steps_per_epoch, 1) * freeze ** 2)
+        return dict(reg_rate=float(f"{rate:.3g}"), freeze_epoch=freeze)
     return make
 
 
-# label -> config.method (and optional config.quant / init_checkpoint) overlay. Values
-# that are functions of the Budget are evaluated per comparison. Adding a method to
-# the comparison = adding one entry here; plain method names need no entry.
+# label -> overlay of the base config: `method` (config.method; a value that is a function
+# of the Budget is evaluated per comparison), optional `quant` (config.quant rules the
+# paper prescribes), `init_checkpoint` ('{workdir}' = the comparison's workdir) and
+# `runner` ('module:function' with train.run's signature, for methods that are not
+# trained by the trainer). Adding a method to the comparison = adding one entry here;
+# a plain registered method name needs none.
+_PAPER_TERNARY_QUANT = dict(exclude=("stem/.*", "head/.*"))  # ProxQuant ternary: first/last fp
 PRESETS: dict[str, dict[str, Any]] = {
     "fp": dict(method=dict(name="fp")),
     "ste": dict(method=dict(name="ste", quantizer="sign")),
@@ -88,18 +99,28 @@ PRESETS: dict[str, dict[str, Any]] = {
     "dorefa": dict(method=dict(name="dorefa", weight_bits=1)),
     "dorefa_w2": dict(method=dict(name="dorefa", weight_bits=2)),
     "dorefa_w4": dict(method=dict(name="dorefa", weight_bits=4)),
-    "md_tanh": dict(method=dict(name="md_tanh", anneal=_anneal(beta_end=1e4))),
-    "md_tanh_s": dict(method=dict(name="md_tanh_s", anneal=_anneal(beta_end=1e4))),
-    "md_softmax": dict(method=dict(name="md_softmax", anneal=_anneal(beta_end=1e4))),
-    "md_softmax_s": dict(method=dict(name="md_softmax_s", anneal=_anneal(beta_end=1e4))),
-    "gd_tanh": dict(method=dict(name="gd_tanh", anneal=_anneal(beta_end=1e4))),
-    "pmf": dict(method=dict(name="pmf", beta_max=1e4, anneal=_anneal(beta_end=1e4))),
-    "proxquant_binary": dict(method=dict(name="proxquant", kind="binary", anneal=_homotopy())),
-    "proxquant_ternary": dict(method=dict(name="proxquant", kind="ternary", anneal=_homotopy())),
-    "metaquant": dict(method=dict(name="metaquant")),
-    "pdqat": dict(method=dict(name="pdqat")),
-    # post-training: quantizes the comparison's own full-precision run (list fp first)
-    "ldnq": dict(method=dict(name="ldnq"), init_checkpoint="{workdir}/fp"),
+    "md_tanh": dict(method=dict(name="md_tanh", levels=2, anneal=_anneal())),
+    "md_tanh_s": dict(method=dict(name="md_tanh_s", levels=2, anneal=_anneal())),
+    "md_softmax": dict(method=dict(name="md_softmax", levels=2, anneal=_anneal())),
+    "md_softmax_s": dict(method=dict(name="md_softmax_s", levels=2, anneal=_anneal())),
+    "gd_tanh": dict(method=dict(name="gd_tanh", levels=2, anneal=_anneal())),
+    "pmf": dict(method=dict(name="pmf", levels=2, beta_max=1e4, anneal=_anneal())),
+    "pmf_ternary": dict(method=dict(name="pmf", levels=3, beta_max=1e4, anneal=_anneal())),
+    "proxquant_binary": dict(method=dict(name="proxquant", kind="binary", projection_mode="prox",
+                                         anneal=_homotopy())),
+    "proxquant_ternary": dict(method=dict(name="proxquant", kind="ternary", projection_mode="prox",
+                                          anneal=_homotopy()), quant=_PAPER_TERNARY_QUANT),
+    "metaquant": dict(method=dict(name="metaquant", forward="dorefa", bits=1, meta_net="multifc")),
+    "metaquant_fcgrad": dict(method=dict(name="metaquant", forward="dorefa", bits=1,
+                                         meta_net="fcgrad")),
+    "metaquant_lstmfc": dict(method=dict(name="metaquant", forward="dorefa", bits=1,
+                                         meta_net="lstmfc")),
+    "pdqat": dict(method=dict(name="pdqat", bits=1)),
+    "pdqat_layerwise": dict(method=dict(name="pdqat", bits=1, layerwise=True)),
+    # post-training: quantizes this comparison's own full-precision run (list fp first)
+    "ldnq": dict(method=dict(name="ldnq"), init_checkpoint="{workdir}/fp",
+                 quant=dict(include=(".*kernel", ".*bias"), exclude=("(.*/)?bn[^/]*/.*",)),
+                 runner="jaxquant.ptq.runner:run"),
 }
 
 
@@ -286,11 +307,22 @@ def size_of(manifest: dict) -> dict:
                 quantized_fraction=n_packed / max(n_params, 1))
 
 
+def _runner(spec: Spec) -> Callable:
+    """train.run, or the preset's own `runner` ('module:function')."""
+    target = PRESETS.get(spec.name, {}).get("runner")
+    if not target:
+        from jaxquant import train
+        return train.run
+    import importlib
+    module, _, function = target.partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
 def run_method(spec: Spec, config, workdir: str, *, overwrite: bool = False,
                echo: Callable[[str], None] = print) -> dict:
     """Train, export and measure one method; a row of the comparison (never raises for
     a method that fails: the row's `error` says why)."""
-    from jaxquant import export, train
+    from jaxquant import export
     row = dict(label=spec.label, method=str(config.method.name),
                method_config=config.method.to_dict(), workdir=workdir, error=None)
     from jaxquant.checkpoints import CHECKPOINT_DIR
@@ -306,11 +338,11 @@ def run_method(spec: Spec, config, workdir: str, *, overwrite: bool = False,
             echo(f"  [{spec.label}] already trained in {workdir}; reusing its result.json")
         else:
             with contextlib.redirect_stdout(tee):
-                result = train.run(config, workdir)
+                result = _runner(spec)(config, workdir)
             if result.get("preempted"):
                 raise UserError(f"stopped at step {result['step']} (preempted); rerun to resume.")
         # the checkpoint the reported accuracy belongs to (best validation with select_best)
-        best = bool(config.train.select_best)
+        best = bool(config.train.select_best) and os.path.isdir(os.path.join(workdir, "best"))
         manifest = export.read_manifest(export.export_run(workdir, best=best))
         row.update(test_accuracy=result["test_accuracy"], step=result["step"],
                    seconds=result.get("seconds"), select_best=bool(config.train.select_best),

@@ -37,10 +37,12 @@ def test_annealing_preset_reaches_its_final_beta_at_the_end_of_the_budget():
     cfg = compare.method_config(tiny_base(), compare.parse_specs("pmf")[0],
                                 compare.Budget(600, 20), "w").method
     assert cfg.bti == 6 and cfg.bts ** math.ceil(600 / cfg.bti) == pytest.approx(1e4, rel=1e-3)
-    # ProxQuant homotopy lambda_t = reg_rate * epoch: 0.02 at the last of 31 epochs
+    # ProxQuant lambda_t = reg_rate * epoch: freeze at 2/3 of 31 epochs, and the paper's
+    # accumulated strength reg_rate * steps_per_epoch * freeze^2 (1e-4 * 390 * 200^2)
     pq = compare.method_config(tiny_base(), compare.parse_specs("proxquant_binary")[0],
                                compare.Budget(620, 20), "w").method
-    assert pq.kind == "binary" and pq.reg_rate * 30 == pytest.approx(0.02, rel=1e-3)
+    assert pq.kind == "binary" and pq.freeze_epoch == 21
+    assert pq.reg_rate * 20 * 21 ** 2 == pytest.approx(1e-4 * 390 * 200 ** 2, rel=1e-2)
 
 
 def test_compare_writes_one_row_per_method_with_export_sizes_and_a_curve_plot(tmp_path, monkeypatch):
