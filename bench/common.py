@@ -93,16 +93,27 @@ class Step:
         return (time.perf_counter() - t0) / steps
 
 
+def _check_method(config) -> None:
+    """Build the method alone (cheap: no model, no data) so a missing one fails fast."""
+    import optax
+    from jaxquant import methods
+    ctx = methods.Context(config=config, optimizer=optax.identity(),
+                          learning_rate=optax.constant_schedule(0.0), mask=lambda p: p,
+                          steps_per_epoch=1)
+    methods.build(str(config.method.name), ctx)
+
+
 def try_build(config, dataset):
     """(Step, None) or (None, why) for a method that cannot be built in this checkout."""
     try:
+        _check_method(config)
         return Step(config, dataset), None
     except ModuleNotFoundError as e:
         if not (e.name or "").startswith("jaxquant."):
             raise
         return None, f"skipped: {e.name} is not in this checkout (method not implemented yet)"
     except UserError as e:
-        return None, "skipped: " + " ".join(str(e).split())
+        return None, "skipped: " + " ".join(str(e).split()).split(". ")[0]
 
 
 def interleaved(timers: dict, rounds: int, steps: int) -> dict:

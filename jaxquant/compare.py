@@ -128,6 +128,10 @@ class CompareError(UserError):
     """A bad --methods entry (unknown preset, malformed override, duplicate label)."""
 
 
+class Interrupted(Exception):
+    """A method's training was stopped by SIGTERM/SIGINT: the comparison stops too (resumable)."""
+
+
 class Spec(NamedTuple):
     """One entry of --methods: its label (workdir name), preset/method name and overrides."""
     label: str
@@ -340,13 +344,16 @@ def run_method(spec: Spec, config, workdir: str, *, overwrite: bool = False,
             with contextlib.redirect_stdout(tee):
                 result = _runner(spec)(config, workdir)
             if result.get("preempted"):
-                raise UserError(f"stopped at step {result['step']} (preempted); rerun to resume.")
+                raise Interrupted(f"{spec.label} stopped at step {result['step']}; rerun the same "
+                                  f"command to resume the comparison.")
         # the checkpoint the reported accuracy belongs to (best validation with select_best)
         best = bool(config.train.select_best) and os.path.isdir(os.path.join(workdir, "best"))
         manifest = export.read_manifest(export.export_run(workdir, best=best))
         row.update(test_accuracy=result["test_accuracy"], step=result["step"],
                    seconds=result.get("seconds"), select_best=bool(config.train.select_best),
                    **size_of(manifest))
+    except Interrupted:
+        raise
     except UserError as e:
         row["error"] = " ".join(str(e).split())
     except Exception as e:  # noqa: BLE001 - a bug in one method must not end the comparison
@@ -512,6 +519,8 @@ def _cli():
                     echo=lambda s: print(s, flush=True))
         except UserError as e:
             fail(" ".join(str(e).split()))
+        except Interrupted as e:  # preemption: like jaxquant.main, not an error
+            print(f"stopped: {e}", flush=True)
 
     def parse(argv):
         try:
