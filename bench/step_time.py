@@ -149,9 +149,9 @@ def main(argv=None):
     for model in args.models.split(","):
         print(f"{model}:", flush=True)
         rows += bench_model(model, specs, args, log=lambda s: print(s, flush=True))
-    machine = common.machine()
-    common.write(args.out, args.name, dict(args=vars(args), machine=machine, rows=rows),
-                 markdown(rows, machine, args))
+        machine = common.machine()  # written after each model: a long run keeps what it has
+        common.write(args.out, args.name, dict(args=vars(args), machine=machine, rows=rows),
+                     markdown(rows, machine, args))
 
 
 if __name__ == "__main__":
