@@ -1,0 +1,118 @@
+"""Plain PyTorch CIFAR ResNet-20 training step: the reference the JAX step is timed against.
+
+The same network as `jaxquant.models` resnet20 (He et al. 2016, 6n+2 with n = 3,
+widths 16/32/64, option-A shortcuts: subsample + zero channel padding split evenly,
+conv layers without bias, affine BatchNorm momentum 0.1 / eps 1e-5, global average
+pool, linear head with bias), and the same step: uint8 NHWC batch -> pad-4 random
+crop + horizontal flip per image -> normalise -> forward -> cross-entropy ->
+backward -> Adam. Not part of the package; bench/step_time.py imports it.
+
+    python bench/torch_resnet20.py --batch 32 --steps 10
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class _Block(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.stride, self.extra = stride, cout - cin
+
+    def forward(self, x):
+        y = F.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        s = x
+        if self.stride != 1 or self.extra:
+            s = x[:, :, ::self.stride, ::self.stride]
+            s = F.pad(s, (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
+        return F.relu(y + s)
+
+
+class ResNet20(nn.Module):
+    """CIFAR ResNet-20, option-A shortcuts (0.27M params)."""
+
+    def __init__(self, num_classes: int = 10, n: int = 3):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.bn_stem = nn.BatchNorm2d(16)
+        blocks, cin = [], 16
+        for s, width in enumerate((16, 32, 64)):
+            for b in range(n):
+                blocks.append(_Block(cin, width, 2 if s > 0 and b == 0 else 1))
+                cin = width
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Linear(64, num_classes)
+
+    def forward(self, x):
+        x = F.relu(self.bn_stem(self.stem(x)))
+        x = self.blocks(x)
+        return self.head(x.mean(dim=(2, 3)))
+
+
+def crop_flip(images: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Per-image pad-4 random crop and horizontal flip of uint8 NHWC images -> NHWC."""
+    n, h, w, _ = images.shape
+    padded = F.pad(images, (0, 0, pad, pad, pad, pad))
+    oy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    ox = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    rows = (oy[:, None] + torch.arange(h))[:, :, None]
+    cols = (ox[:, None] + torch.arange(w))[:, None, :]
+    out = padded[torch.arange(n)[:, None, None], rows, cols]
+    flip = torch.rand(n, generator=generator) < 0.5
+    return torch.where(flip[:, None, None, None], out.flip(2), out)
+
+
+class TorchStep:
+    """One training step of ResNet-20 with Adam on a fixed uint8 batch; `run(k)` -> s/step."""
+
+    def __init__(self, batch: int, lr: float = 1e-3, seed: int = 0):
+        torch.manual_seed(seed)
+        self.model = ResNet20()
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=lr)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.images = torch.randint(0, 256, (batch, 32, 32, 3), dtype=torch.uint8, generator=self.gen)
+        self.labels = torch.randint(0, 10, (batch,), generator=self.gen)
+        self.mean = torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)
+        self.std = torch.tensor([0.2023, 0.1994, 0.2010]).view(1, 3, 1, 1)
+        self.model.train()
+        self.run(1)  # warm-up (allocator, thread pool)
+
+    def step(self):
+        x = crop_flip(self.images, self.gen).permute(0, 3, 1, 2).float().div_(255.0)
+        x = (x - self.mean) / self.std
+        loss = F.cross_entropy(self.model(x), self.labels)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return loss
+
+    def run(self, steps: int) -> float:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            self.step()
+        return (time.perf_counter() - t0) / steps
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--steps", type=int, default=10)
+    args = p.parse_args()
+    step = TorchStep(args.batch)
+    seconds = step.run(args.steps)
+    print(f"torch {torch.__version__} ({torch.get_num_threads()} threads): ResNet-20 batch "
+          f"{args.batch}: {1e3 * seconds:.1f} ms/step, {args.batch / seconds:.0f} images/s")
+
+
+if __name__ == "__main__":
+    main()

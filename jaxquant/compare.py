@@ -1,0 +1,537 @@
+"""Method comparison on one budget: every method trained on the same data, model and steps.
+
+    python -m jaxquant.compare --config configs/fp_digits.py \
+        --methods fp,bc,bwn,md_tanh_s,pmf,proxquant_binary --workdir runs/cmp
+
+The base config fixes dataset, model, optimizer, schedule and budget; each entry of
+`--methods` replaces only `config.method` (and, where a preset says so,
+`config.quant`) with a preset from `PRESETS` or a plain registered method name,
+optionally followed by overrides: `dorefa:weight_bits=2:detach_max=True`
+(a key without a dot is a `config.method` key; `quant.exclude=('head/.*',)`,
+`optimizer.lr=0.01` address other sections). Base-config fields are overridden
+as in `jaxquant.main`: `--config.train.epochs=5`.
+
+Each method trains in `<workdir>/<label>` through `jaxquant.train.run` (or a preset's
+own runner, e.g. L-DNQ's post-training one; either way an
+interrupted comparison resumes, and a finished method is not retrained), is
+exported (`jaxquant.export`), and the comparison is written to
+`<workdir>/comparison.md` (test accuracy of the hard-quantized network, weight
+bits, exported size and compression vs float32, train time), `comparison.json`
+and `comparison.png` (test accuracy curves). A method that fails to build or
+train (for instance one whose family module is not in this checkout) becomes
+an error row; the other methods still run.
+"""
+from __future__ import annotations
+
+import ast
+import contextlib
+import copy
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import time
+import traceback
+from typing import Any, Callable, NamedTuple
+
+import ml_collections
+
+from jaxquant.errors import UserError
+
+# --------------------------------------------------------------------- presets
+
+
+class Budget(NamedTuple):
+    """The training length a preset may scale its schedule hyperparameters to."""
+    total_steps: int
+    steps_per_epoch: int
+
+    @property
+    def epochs(self) -> float:
+        return self.total_steps / max(self.steps_per_epoch, 1)
+
+
+def _anneal(beta_end: float = 1e4, increments: int = 100) -> Callable[[Budget], dict]:
+    """Mirror-descent / PMF annealing beta_t = bts^ceil(t / bti) (METHODS.md §1), scaled to
+    the budget: `increments` increases of beta that reach `beta_end` at the last step.
+
+    The papers' CIFAR schedules are of this size (PMF ResNet-18: 1.1^(100k/1000) ~ 1.4e4,
+    capped at 1e4); on a 600-step digits budget this gives bti = 6, bts = 1.096.
+    """
+    def make(budget: Budget) -> dict:
+        bti = max(budget.total_steps // increments, 1)
+        n = max(math.ceil(budget.total_steps / bti), 1)
+        return dict(bts=round(beta_end ** (1.0 / n), 5), bti=bti)
+    return make
+
+
+def _homotopy(paper_reg_rate: float = 1e-4, paper_freeze: int = 200,
+              paper_steps_per_epoch: int = 390) -> Callable[[Budget], dict]:
+    """ProxQuant lambda_t = reg_rate * epoch, freeze at `freeze_epoch` (METHODS.md §2), scaled
+    to the budget: the freeze falls at 2/3 of it (paper: 200 of 300 epochs), and reg_rate
+    keeps the paper's accumulated prox strength sum_t lr reg_rate epoch(t) ~ reg_rate *
+    steps_per_epoch * freeze^2 / 2 (the scaling configs/proxquant_binary_digits.py uses)."""
+    def make(budget: Budget) -> dict:
+        freeze = max(round(2 * budget.epochs / 3), 1)
+        work = paper_reg_rate * paper_steps_per_epoch * paper_freeze ** 2
+        rate = work / (max(budget.steps_per_epoch, 1) * freeze ** 2)
+        return dict(reg_rate=float(f"{rate:.3g}"), freeze_epoch=freeze)
+    return make
+
+
+# label -> overlay of the base config: `method` (config.method; a value that is a function
+# of the Budget is evaluated per comparison), optional `quant` (config.quant rules the
+# paper prescribes), `init_checkpoint` ('{workdir}' = the comparison's workdir) and
+# `runner` ('module:function' with train.run's signature, for methods that are not
+# trained by the trainer). Adding a method to the comparison = adding one entry here;
+# a plain registered method name needs none.
+_PAPER_TERNARY_QUANT = dict(exclude=("stem/.*", "head/.*"))  # ProxQuant ternary: first/last fp
+PRESETS: dict[str, dict[str, Any]] = {
+    "fp": dict(method=dict(name="fp")),
+    "ste": dict(method=dict(name="ste", quantizer="sign")),
+    "ste_gated": dict(method=dict(name="ste", quantizer="sign", gated=True)),
+    "twn": dict(method=dict(name="ste", quantizer="twn")),
+    "bc": dict(method=dict(name="binary_connect", variant="md_bnn")),
+    "bc_proxquant": dict(method=dict(name="binary_connect", variant="proxquant")),
+    "bwn": dict(method=dict(name="bwn")),
+    "dorefa": dict(method=dict(name="dorefa", weight_bits=1)),
+    "dorefa_w2": dict(method=dict(name="dorefa", weight_bits=2)),
+    "dorefa_w4": dict(method=dict(name="dorefa", weight_bits=4)),
+    "md_tanh": dict(method=dict(name="md_tanh", levels=2, anneal=_anneal())),
+    "md_tanh_s": dict(method=dict(name="md_tanh_s", levels=2, anneal=_anneal())),
+    "md_softmax": dict(method=dict(name="md_softmax", levels=2, anneal=_anneal())),
+    "md_softmax_s": dict(method=dict(name="md_softmax_s", levels=2, anneal=_anneal())),
+    "gd_tanh": dict(method=dict(name="gd_tanh", levels=2, anneal=_anneal())),
+    "pmf": dict(method=dict(name="pmf", levels=2, beta_max=1e4, anneal=_anneal())),
+    "pmf_ternary": dict(method=dict(name="pmf", levels=3, beta_max=1e4, anneal=_anneal())),
+    "proxquant_binary": dict(method=dict(name="proxquant", kind="binary", projection_mode="prox",
+                                         anneal=_homotopy())),
+    "proxquant_ternary": dict(method=dict(name="proxquant", kind="ternary", projection_mode="prox",
+                                          anneal=_homotopy()), quant=_PAPER_TERNARY_QUANT),
+    "metaquant": dict(method=dict(name="metaquant", forward="dorefa", bits=1, meta_net="multifc")),
+    "metaquant_fcgrad": dict(method=dict(name="metaquant", forward="dorefa", bits=1,
+                                         meta_net="fcgrad")),
+    "metaquant_lstmfc": dict(method=dict(name="metaquant", forward="dorefa", bits=1,
+                                         meta_net="lstmfc")),
+    "pdqat": dict(method=dict(name="pdqat", bits=1)),
+    "pdqat_layerwise": dict(method=dict(name="pdqat", bits=1, layerwise=True)),
+    # post-training: quantizes this comparison's own full-precision run (list fp first)
+    "ldnq": dict(method=dict(name="ldnq"), init_checkpoint="{workdir}/fp",
+                 quant=dict(include=(".*kernel", ".*bias"), exclude=("(.*/)?bn[^/]*/.*",)),
+                 runner="jaxquant.ptq.runner:run"),
+}
+
+
+class CompareError(UserError):
+    """A bad --methods entry (unknown preset, malformed override, duplicate label)."""
+
+
+class Interrupted(Exception):
+    """A method's training was stopped by SIGTERM/SIGINT: the comparison stops too (resumable)."""
+
+
+class Spec(NamedTuple):
+    """One entry of --methods: its label (workdir name), preset/method name and overrides."""
+    label: str
+    name: str
+    overrides: tuple  # ((dotted key, value), ...)
+
+
+def valid_names() -> list[str]:
+    """Presets and plain registered method names accepted by --methods."""
+    from jaxquant import methods
+    return sorted(set(PRESETS) | set(methods.names()))
+
+
+def _split_methods(text: str) -> list[str]:
+    """Split on commas that are not inside (), [] or quotes (override values may be tuples)."""
+    items, depth, quote, current = [], 0, "", ""
+    for ch in text:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            items.append(current)
+            current = ""
+            continue
+        current += ch
+    items.append(current)
+    return [i.strip() for i in items if i.strip()]
+
+
+def _value(text: str):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text  # a bare string: sign, binary, ...
+
+
+def parse_specs(text: str) -> list[Spec]:
+    """'fp,bc,dorefa:weight_bits=2' -> Specs; raises CompareError naming a bad entry."""
+    specs = []
+    for item in _split_methods(text):
+        name, *parts = item.split(":")
+        if name not in valid_names():
+            import difflib
+            close = difflib.get_close_matches(name, valid_names(), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise CompareError(
+                f"unknown method or preset {name!r} in --methods.{hint} Valid presets: "
+                f"{', '.join(sorted(PRESETS))}; plain method names: "
+                f"{', '.join(n for n in valid_names() if n not in PRESETS)}.")
+        overrides = []
+        for part in parts:
+            key, eq, value = part.partition("=")
+            if not eq or not key:
+                raise CompareError(f"bad override {part!r} in --methods entry {item!r}; write "
+                                   f"name:key=value (e.g. dorefa:weight_bits=2).")
+            overrides.append((key if "." in key else f"method.{key}", _value(value)))
+        label = re.sub(r"[^A-Za-z0-9_.=+-]", "_", item.replace(":", "-"))
+        specs.append(Spec(label, name, tuple(overrides)))
+    if not specs:
+        raise CompareError(f"--methods lists no method; e.g. --methods=fp,bc. Valid: "
+                           f"{', '.join(valid_names())}.")
+    labels = [s.label for s in specs]
+    dup = sorted({lab for lab in labels if labels.count(lab) > 1})
+    if dup:
+        raise CompareError(f"--methods lists {', '.join(dup)} more than once.")
+    return specs
+
+
+def _set_path(config, dotted: str, value) -> None:
+    *sections, key = dotted.split(".")
+    node = config
+    for s in sections:
+        if s not in node:
+            raise CompareError(f"override {dotted}={value!r}: the config has no section "
+                               f"{s!r}.")
+        node = node[s]
+    node[key] = value
+
+
+def method_config(base, spec: Spec, budget: Budget, workdir: str):
+    """The base config with `spec`'s preset (or plain method name) and overrides applied."""
+    config = copy.deepcopy(base)
+    preset = PRESETS.get(spec.name, dict(method=dict(name=spec.name)))
+    with config.unlocked():
+        method = {}
+        for key, value in preset["method"].items():
+            if callable(value):
+                method.update(value(budget))
+            else:
+                method[key] = value
+        config.method = ml_collections.ConfigDict(method)
+        if "quant" in preset:
+            config.quant.update(preset["quant"])
+        if "init_checkpoint" in preset:
+            config.init_checkpoint = preset["init_checkpoint"].format(workdir=workdir)
+        for dotted, value in spec.overrides:
+            _set_path(config, dotted, value)
+    return config
+
+
+def budget_of(config) -> Budget:
+    """Training length of `config` (steps, steps per epoch), as the trainer computes it."""
+    from jaxquant import data
+    ds = data.load(config.dataset)
+    n = len(ds.train.labels) if ds.train.in_memory else len(ds.train)
+    spe = max(n // int(config.train.batch_size), 1)
+    return Budget(int(config.train.steps) or int(config.train.epochs) * spe, spe)
+
+
+# --------------------------------------------------------------------- one method
+
+
+class _Tee:
+    """stdout for one method's training: everything to its log file, progress lines to `echo`."""
+    PROGRESS = ("step ", "resumed", "warning", "stopped")
+
+    def __init__(self, path: str, echo: Callable[[str], None]):
+        self.file = open(path, "a")
+        self.echo = echo
+        self.terminal = sys.stdout  # echo there, not into this tee once stdout is redirected
+        self.buffer = ""
+
+    def write(self, text: str) -> int:
+        self.file.write(text)
+        self.buffer += text
+        *lines, self.buffer = self.buffer.split("\n")
+        for line in lines:
+            if line.startswith(self.PROGRESS):
+                with contextlib.redirect_stdout(self.terminal):
+                    self.echo(line)
+        return len(text)
+
+    def flush(self) -> None:
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _finished_result(workdir: str, config) -> dict | None:
+    """result.json of a finished run of exactly `config` in `workdir`, else None."""
+    try:
+        with open(os.path.join(workdir, "result.json")) as f:
+            result = json.load(f)
+        with open(os.path.join(workdir, "config.json")) as f:
+            old = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if result.get("preempted") or "test_accuracy" not in result:
+        return None
+    return result if old == json.loads(config.to_json_best_effort()) else None
+
+
+def size_of(manifest: dict) -> dict:
+    """Weight bits, exported bytes and compression of an export manifest (export's accounting).
+
+    bits: the code widths of the packed (quantized) param tensors, '32' if none is packed;
+    bytes: sum of `export.stored_bytes` (payload + codebooks, BN statistics included);
+    compression: float32 bytes of the same tensors / bytes.
+    """
+    from jaxquant import export
+    tensors = manifest["tensors"]
+    stored = sum(export.stored_bytes(e) for e in tensors)
+    dense = sum(4 * math.prod(e["shape"]) for e in tensors)
+    packed = sorted({e["bits"] for e in tensors
+                     if e["collection"] == "params" and e["encoding"] == "packed"})
+    n_params = sum(math.prod(e["shape"]) for e in tensors if e["collection"] == "params")
+    n_packed = sum(math.prod(e["shape"]) for e in tensors
+                   if e["collection"] == "params" and e["encoding"] == "packed")
+    return dict(bits="/".join(map(str, packed)) if packed else "32", bytes=int(stored),
+                float32_bytes=int(dense), compression=dense / stored if stored else float("nan"),
+                quantized_fraction=n_packed / max(n_params, 1))
+
+
+def _runner(spec: Spec) -> Callable:
+    """train.run, or the preset's own `runner` ('module:function')."""
+    target = PRESETS.get(spec.name, {}).get("runner")
+    if not target:
+        from jaxquant import train
+        return train.run
+    import importlib
+    module, _, function = target.partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def run_method(spec: Spec, config, workdir: str, *, overwrite: bool = False,
+               echo: Callable[[str], None] = print) -> dict:
+    """Train, export and measure one method; a row of the comparison (never raises for
+    a method that fails: the row's `error` says why)."""
+    from jaxquant import export
+    row = dict(label=spec.label, method=str(config.method.name),
+               method_config=config.method.to_dict(), workdir=workdir, error=None)
+    from jaxquant.checkpoints import CHECKPOINT_DIR
+    if overwrite or not os.path.isdir(os.path.join(workdir, CHECKPOINT_DIR)):
+        shutil.rmtree(workdir, ignore_errors=True)  # no training progress to keep there
+    os.makedirs(workdir, exist_ok=True)
+    log_path = os.path.join(workdir, "compare.log")
+    tee = _Tee(log_path, lambda line: echo(f"  [{spec.label}] {line}"))
+    reused = None if overwrite else _finished_result(workdir, config)
+    try:
+        if reused is not None:
+            result = reused
+            echo(f"  [{spec.label}] already trained in {workdir}; reusing its result.json")
+        else:
+            with contextlib.redirect_stdout(tee):
+                result = _runner(spec)(config, workdir)
+            if result.get("preempted"):
+                raise Interrupted(f"{spec.label} stopped at step {result['step']}; rerun the same "
+                                  f"command to resume the comparison.")
+        # the checkpoint the reported accuracy belongs to (best validation with select_best)
+        best = bool(config.train.select_best) and os.path.isdir(os.path.join(workdir, "best"))
+        manifest = export.read_manifest(export.export_run(workdir, best=best))
+        row.update(test_accuracy=result["test_accuracy"], step=result["step"],
+                   seconds=result.get("seconds"), select_best=bool(config.train.select_best),
+                   **size_of(manifest))
+    except Interrupted:
+        raise
+    except UserError as e:
+        row["error"] = " ".join(str(e).split())
+    except Exception as e:  # noqa: BLE001 - a bug in one method must not end the comparison
+        if isinstance(e, ModuleNotFoundError) and (e.name or "").startswith("jaxquant."):
+            row["error"] = (f"method {row['method']!r} is registered but {e.name} is not in this "
+                            f"checkout (not implemented yet)")
+        else:
+            row["error"] = (f"{type(e).__name__}: {' '.join(str(e).split())[:300]} "
+                            f"(traceback in {log_path})")
+        tee.file.write(traceback.format_exc())
+    finally:
+        tee.close()
+    return row
+
+
+# --------------------------------------------------------------------- the comparison
+
+
+def _describe(config, budget: Budget) -> str:
+    c = config
+    epochs = f"{budget.epochs:g} epochs of {budget.steps_per_epoch}" if budget.steps_per_epoch else ""
+    return (f"dataset `{c.dataset.name}`, model `{c.model.name}`, {budget.total_steps} steps "
+            f"({epochs}) at batch {c.train.batch_size}, {c.optimizer.name} lr {c.optimizer.lr} "
+            f"{c.schedule.kind}, quantized layers {list(c.quant.include)} minus "
+            f"{list(c.quant.exclude)}")
+
+
+def _machine() -> str:
+    import platform
+    import jax
+    dev = jax.devices()[0]
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"{len(jax.devices())} x {dev.device_kind} ({dev.platform}), {os.cpu_count()} CPU "
+            f"cores, load average {load:.1f} at the end, {platform.python_implementation()} "
+            f"{platform.python_version()}, jax {jax.__version__}")
+
+
+def _fmt_row(r: dict) -> str:
+    settings = " ".join([r["method"]] + [f"{k}={v}" for k, v in sorted(r["method_config"].items())
+                                         if k != "name"])
+    if r["error"]:
+        return f"| {r['label']} | `{settings}` | error | | | | | {r['error']} |"
+    acc = f"{100 * r['test_accuracy']:.2f}"
+    secs = f"{r['seconds']:.0f}" if r.get("seconds") is not None else ""
+    note = "test at best val." if r.get("select_best") else ""
+    if r["quantized_fraction"] < 1 and r["bits"] != "32":
+        note = (note + "; " if note else "") + f"{100 * r['quantized_fraction']:.1f}% of params quantized"
+    return (f"| {r['label']} | `{settings}` | {acc} | {r['bits']} | {r['bytes']:,} | "
+            f"{r['compression']:.1f}x | {secs} | {note} |")
+
+
+def write_table(rows: list[dict], path: str, header: str) -> str:
+    """comparison.md: one row per method, error rows included."""
+    lines = [header, "",
+             "| method | config.method | test acc. % (hard-quantized) | weight bits | export bytes "
+             "| compression vs fp32 | train time (s) | notes |",
+             "|---|---|---|---|---|---|---|---|"]
+    lines += [_fmt_row(r) for r in rows]
+    lines += ["", "Export bytes: packed payload + codebooks of every tensor, BN statistics "
+              "included (`jaxquant.export`); train time: wall-clock of the training loop "
+              "(compilation and evaluations included; the last session's only, for a resumed "
+              "run)."]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+def plot(rows: list[dict], path: str, title: str) -> str:
+    """comparison.png: test accuracy (hard-quantized network) vs step, one curve per method."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from jaxquant.metrics import read_metrics
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in rows:
+        pts = [(m["step"], m["test_accuracy"]) for m in read_metrics(r["workdir"])
+               if "test_accuracy" in m]
+        if pts:
+            xs, ys = zip(*pts)
+            ax.plot(xs, [100 * y for y in ys], label=r["label"], marker="." if len(pts) < 30 else None)
+    ax.set(xlabel="step", ylabel="test accuracy % (hard-quantized)", title=title)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def compare(base, methods: str | list[Spec], workdir: str, *, overwrite: bool = False,
+            echo: Callable[[str], None] = print, command: str = "") -> list[dict]:
+    """Train every method of `methods` on `base`'s data/model/budget in `workdir/<label>` and
+    write comparison.md / .json / .png there; returns the rows."""
+    specs = parse_specs(methods) if isinstance(methods, str) else list(methods)
+    budget = budget_of(base)
+    configs = [method_config(base, s, budget, workdir) for s in specs]
+    os.makedirs(workdir, exist_ok=True)
+    rows, t0 = [], time.time()
+    for i, (spec, config) in enumerate(zip(specs, configs)):
+        echo(f"[{i + 1}/{len(specs)}] {spec.label}: config.method={config.method.to_dict()} "
+             f"-> {os.path.join(workdir, spec.label)}")
+        row = run_method(spec, config, os.path.join(workdir, spec.label), overwrite=overwrite,
+                         echo=echo)
+        rows.append(row)
+        echo(f"[{i + 1}/{len(specs)}] {spec.label}: " + (
+            f"ERROR {row['error']}" if row["error"] else
+            f"test accuracy {100 * row['test_accuracy']:.2f}%, {row['bits']}-bit, "
+            f"{row['bytes']:,} bytes ({row['compression']:.1f}x)"))
+    header = "\n".join([
+        f"# Method comparison: {base.dataset.name} / {base.model.name}", "",
+        f"Same data, model and budget for every method: {_describe(base, budget)}.",
+        f"Machine: {_machine()}; total {time.time() - t0:.0f} s.",
+        *([f"Command: `{command}`"] if command else [])])
+    write_table(rows, os.path.join(workdir, "comparison.md"), header)
+    with open(os.path.join(workdir, "comparison.json"), "w") as f:
+        json.dump(dict(base=json.loads(base.to_json_best_effort()), budget=budget._asdict(),
+                       command=command, rows=rows), f, indent=1, default=str)
+    plot(rows, os.path.join(workdir, "comparison.png"),
+         f"{base.dataset.name} / {base.model.name}, {budget.total_steps} steps")
+    echo(f"wrote {os.path.join(workdir, 'comparison.md')} and comparison.png")
+    return rows
+
+
+# --------------------------------------------------------------------- CLI
+
+
+def _cli():
+    from absl import app, flags, logging
+    from ml_collections import config_flags
+
+    from jaxquant.export import fail
+
+    config_flag = config_flags.DEFINE_config_file(
+        "config", None, "Base experiment config (dataset, model, optimizer, budget); override "
+        "fields with --config.section.key=value.", lock_config=True)
+    methods_flag = flags.DEFINE_string(
+        "methods", "fp,bc,bwn,dorefa", "Comma-separated presets or method names, each "
+        "optionally with :key=value overrides. Presets: " + ", ".join(sorted(PRESETS)) + ".")
+    workdir_flag = flags.DEFINE_string("workdir", None, "Directory holding one run per method "
+                                       "and comparison.md/.png.")
+    overwrite_flag = flags.DEFINE_bool("overwrite", False, "Retrain every method from scratch "
+                                       "(default: resume / reuse finished runs).")
+    flags.mark_flags_as_required(["config", "workdir"])
+
+    def main(argv):
+        if len(argv) > 1:
+            fail(f"unexpected arguments {argv[1:]}; pass --config=... --methods=... --workdir=...")
+        logging.set_verbosity(logging.ERROR)  # orbax warns on every read-only restore
+        path = config_flags.get_config_filename(flags.FLAGS["config"]).split(":")[0]
+        if not os.path.isfile(path):
+            fail(f"config file {path!r} not found; pass --config=configs/<experiment>.py.")
+        try:
+            config = config_flag.value
+        except (OSError, AttributeError, KeyError, TypeError, ValueError, SyntaxError) as e:
+            fail(f"cannot load the config: {' '.join(str(e).split())}")
+        command = "python -m jaxquant.compare " + " ".join(
+            a if " " not in a else repr(a) for a in sys.argv[1:])
+        try:
+            compare(config, parse_specs(methods_flag.value), workdir_flag.value,
+                    overwrite=overwrite_flag.value, command=command,
+                    echo=lambda s: print(s, flush=True))
+        except UserError as e:
+            fail(" ".join(str(e).split()))
+        except Interrupted as e:  # preemption: like jaxquant.main, not an error
+            print(f"stopped: {e}", flush=True)
+
+    def parse(argv):
+        try:
+            return flags.FLAGS(argv)
+        except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError,
+                SyntaxError) as e:
+            fail(f"{e}. Check the flag, or the override's section/key and value type against "
+                 f"the config file.")
+
+    app.run(main, flags_parser=parse)
+
+
+if __name__ == "__main__":
+    _cli()

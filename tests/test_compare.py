@@ -1,0 +1,126 @@
+"""Method comparison (`python -m jaxquant.compare`) and the benchmark scripts."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, load_config
+from jaxquant import compare, export, methods
+
+
+def tiny_base():
+    c = load_config("fp_digits")
+    c.model.features = (32,)
+    c.train.update(epochs=2, batch_size=64, log_every_steps=11, eval_every_steps=11)
+    return c
+
+
+def test_presets_and_overrides_become_method_configs():
+    specs = compare.parse_specs("bc,dorefa:weight_bits=2:detach_max=True,ste:optimizer.lr=0.1,"
+                                "twn:quant.exclude=('head/.*',)")
+    assert [s.label for s in specs] == ["bc", "dorefa-weight_bits=2-detach_max=True",
+                                        "ste-optimizer.lr=0.1", "twn-quant.exclude=__head_.____"]
+    base, budget = tiny_base(), compare.Budget(600, 20)
+    bc, dorefa, ste, twn = (compare.method_config(base, s, budget, "w") for s in specs)
+    assert bc.method.to_dict() == dict(name="binary_connect", variant="md_bnn")
+    assert dorefa.method.to_dict() == dict(name="dorefa", weight_bits=2, detach_max=True)
+    assert ste.optimizer.lr == 0.1 and ste.method.quantizer == "sign"
+    assert tuple(twn.quant.exclude) == ("head/.*",)
+    assert base.method.to_dict() == dict(name="fp") and base.optimizer.lr == 3e-3  # untouched
+
+
+def test_annealing_preset_reaches_its_final_beta_at_the_end_of_the_budget():
+    # beta_t = bts^ceil(t / bti): 100 increases over 600 steps -> bti 6, bts = 1e4^(1/100)
+    cfg = compare.method_config(tiny_base(), compare.parse_specs("pmf")[0],
+                                compare.Budget(600, 20), "w").method
+    assert cfg.bti == 6 and cfg.bts ** math.ceil(600 / cfg.bti) == pytest.approx(1e4, rel=1e-3)
+    # ProxQuant lambda_t = reg_rate * epoch: freeze at 2/3 of 31 epochs, and the paper's
+    # accumulated strength reg_rate * steps_per_epoch * freeze^2 (1e-4 * 390 * 200^2)
+    pq = compare.method_config(tiny_base(), compare.parse_specs("proxquant_binary")[0],
+                               compare.Budget(620, 20), "w").method
+    assert pq.kind == "binary" and pq.freeze_epoch == 21
+    assert pq.reg_rate * 20 * 21 ** 2 == pytest.approx(1e-4 * 390 * 200 ** 2, rel=1e-2)
+
+
+def test_compare_writes_one_row_per_method_with_export_sizes_and_a_curve_plot(tmp_path, monkeypatch):
+    # a registered method whose family module is absent must become an error row
+    monkeypatch.setitem(methods._FAMILIES, "not_yet", "no_such_family")
+    lines = []
+    rows = compare.compare(tiny_base(), "fp,bc,not_yet", str(tmp_path), echo=lines.append)
+    assert [r["label"] for r in rows] == ["fp", "bc", "not_yet"]
+    fp, bc, missing = rows
+    assert fp["error"] is None and bc["error"] is None
+    assert "jaxquant.methods.no_such_family" in missing["error"]
+    assert fp["bits"] == "32" and bc["bits"] == "1"
+    # sizes are the export's: binary kernels packed 1 bit per weight, everything else fp32
+    manifest = export.read_manifest(str(tmp_path / "bc" / "export"))
+    assert bc["bytes"] == sum(export.stored_bytes(e) for e in manifest["tensors"])
+    n_kernel = 64 * 32 + 32 * 10
+    assert fp["bytes"] - bc["bytes"] == 4 * n_kernel - (n_kernel // 8 + 2 * 2 * 4)
+    assert bc["compression"] == pytest.approx(fp["bytes"] / bc["bytes"])
+    assert 0.5 < bc["test_accuracy"] <= 1 and 0.5 < fp["test_accuracy"] <= 1
+    result = json.load(open(tmp_path / "bc" / "result.json"))
+    assert bc["test_accuracy"] == result["test_accuracy"]
+    table = (tmp_path / "comparison.md").read_text().splitlines()
+    body = [l for l in table if l.startswith("| ") and not l.startswith("| method")]
+    assert [l.split("|")[1].strip() for l in body] == ["fp", "bc", "not_yet"]
+    assert f"{100 * bc['test_accuracy']:.2f}" in body[1] and "error" in body[2]
+    assert (tmp_path / "comparison.png").stat().st_size > 1000
+    assert any(l.startswith("  [bc] step 44/44: ") for l in lines)  # per-method progress
+
+    # rerunning reuses the finished runs instead of retraining them
+    again = compare.compare(tiny_base(), "fp,bc", str(tmp_path), echo=lines.append)
+    assert [r["test_accuracy"] for r in again] == [fp["test_accuracy"], bc["test_accuracy"]]
+    assert sum("reusing" in l for l in lines) == 2
+
+
+def _cli(*args):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO)
+    return subprocess.run([sys.executable, "-m", "jaxquant.compare", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_unknown_preset_exits_2_listing_the_valid_ones(tmp_path):
+    out = _cli("--config", "configs/fp_digits.py", "--methods", "fp,md_tanhs",
+               "--workdir", str(tmp_path / "w"))
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+    for word in ("md_tanhs", "md_tanh_s", "proxquant_binary", "bc", "Did you mean"):
+        assert word in out.stderr, (word, out.stderr)
+    assert not (tmp_path / "w").exists()  # nothing trained
+
+
+def test_malformed_override_is_a_user_error():
+    with pytest.raises(compare.CompareError, match="name:key=value"):
+        compare.parse_specs("dorefa:weight_bits")
+    with pytest.raises(compare.CompareError, match="more than once"):
+        compare.parse_specs("fp,bc,fp")
+
+
+@pytest.mark.slow
+def test_bench_scripts_write_json_and_markdown(tmp_path):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    runs = (("step_time.py", ["--models", "mlp,resnet20", "--methods", "fp,bc,md_tanh_s"]),
+            ("scaling.py", ["--models", "mlp", "--methods", "fp,bc", "--devices", "1,2"]))
+    for script, extra in runs:
+        out = subprocess.run([sys.executable, os.path.join("bench", script), "--out", str(tmp_path),
+                              "--rounds", "2", "--steps", "1", "--threads", "1", *extra], cwd=REPO,
+                             env=env, capture_output=True, text=True, timeout=1800)
+        assert out.returncode == 0, out.stderr[-3000:]
+    rows = json.load(open(tmp_path / "step_time.json"))["rows"]
+    by = {(r["model"], r["method"]): r for r in rows}
+    assert by[("mlp", "fp")]["ratio_vs_fp"] == 1.0 and by[("mlp", "bc")]["step_ms"] > 0
+    assert by[("mlp", "bc")]["images_per_s"] == pytest.approx(32e3 / by[("mlp", "bc")]["step_ms"])
+    # a method whose module is missing is a note, a present one a timing
+    assert ("step_ms" in by[("mlp", "md_tanh_s")]) == (methods_module_exists("mirror"))
+    assert (tmp_path / "step_time.md").exists() and (tmp_path / "scaling.md").exists()
+    scaling = json.load(open(tmp_path / "scaling.json"))["rows"]
+    assert sorted({r["devices"] for r in scaling}) == [1, 2]
+
+
+def methods_module_exists(name):
+    import importlib.util
+    return importlib.util.find_spec(f"jaxquant.methods.{name}") is not None
