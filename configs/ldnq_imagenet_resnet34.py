@@ -11,17 +11,8 @@ starts from), converted once with
     python -m jaxquant.convert --from resnet34.pth --model resnet34 --out runs/torchvision_resnet34
 (`.safetensors` works without torch; see jaxquant/convert.py).
 """
-from jaxquant.config import base_config
+from jaxquant.ptq.ldnq import imagenet_config
 
 
 def get_config():
-    c = base_config()
-    c.dataset.update(name="imagenet2012")
-    c.model.update(name="resnet34")
-    c.method = dict(name="ldnq")
-    c.ldnq = dict(levels=3, data_fraction=0.01, batch_size=128)
-    c.quant.update(include=(".*kernel", ".*bias"), exclude=("(.*/)?bn[^/]*/.*",))
-    c.optimizer.update(name="momentum", lr=1e-3, momentum=0.9, weight_decay=5e-4)
-    c.train.update(eval_batch_size=500)
-    c.init_checkpoint = "runs/torchvision_resnet34"
-    return c
+    return imagenet_config("resnet34")

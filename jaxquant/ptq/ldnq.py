@@ -108,6 +108,19 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def imagenet_config(model: str, **model_fields) -> ml_collections.ConfigDict:
+    """L-DNQ on ImageNet from torchvision's `model` weights converted into
+    runs/torchvision_<model> (`python -m jaxquant.convert`): 1% of the train split,
+    cascade batches of 128 (the `configs/ldnq_imagenet_*` files)."""
+    c = base_config()
+    c.dataset.update(name="imagenet2012")
+    c.model.update(name=model, **model_fields)
+    c.ldnq.update(levels=3, data_fraction=0.01, batch_size=128)
+    c.train.update(eval_batch_size=500)
+    c.init_checkpoint = f"runs/torchvision_{model}"
+    return c
+
+
 # ---------------------------------------------------------------- layers and patches
 
 class LayerSpec(NamedTuple):
