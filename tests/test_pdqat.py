@@ -435,3 +435,13 @@ def test_layerwise_run_writes_ranked_duals_and_trains(tmp_path):
     assert len(state["ranking"]) == 8 and all(v > 0 for v in state["lambda_layers"].values())
     ranked = [state["lambda_layers"][n] for n in state["ranking"]]
     assert ranked == sorted(ranked, reverse=True)
+
+
+def test_pdqat_on_a_model_without_the_precision_switch_is_a_config_error(tmp_path):
+    from conftest import load_config
+    from jaxquant import train
+    c = load_config("fp_digits")
+    c.method = dict(name="pdqat", bits=2)
+    c.train.update(steps=1)
+    with pytest.raises(ConfigError, match="resnet20q"):
+        train.train_and_evaluate(c, str(tmp_path / "w"), log=lambda *_: None)

@@ -244,8 +244,15 @@ def pdqat(optimizer: optax.GradientTransformation, bits: int, *, mask: Callable[
         del method, step
         params, duals = latent["params"], latent["duals"]
         mutable = ["batch_stats", "intermediates"] if layerwise else ["batch_stats"]
-        logits_b, low = apply_fn({"params": low_pass_params(params), "batch_stats": batch_stats},
-                                 images, train=True, low_precision=True, mutable=mutable)
+        try:
+            logits_b, low = apply_fn({"params": low_pass_params(params), "batch_stats": batch_stats},
+                                     images, train=True, low_precision=True, mutable=mutable)
+        except TypeError as e:
+            if "low_precision" not in str(e):
+                raise
+            raise ConfigError("config.method.name='pdqat' needs a model with switchable precision "
+                              "(apply(..., low_precision=bool)), such as config.model.name="
+                              "'resnet20q'; the model of this config has none.") from None
         extra = {}
         if layerwise:
             inputs = _layer_values(low.get("intermediates", {}), _INPUT)
