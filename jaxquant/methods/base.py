@@ -112,6 +112,34 @@ def identity_method(optimizer: optax.GradientTransformation) -> Method:
     return Method(init=ident, forward=lambda latent, step: latent, project=ident, tx=optimizer)
 
 
+class ScheduledStepState(NamedTuple):
+    """State of `scheduled_step`: the number of steps taken (the t of s_t)."""
+    count: jax.Array
+
+
+def scheduled_step(name: str, step_fn: Callable[[Array, Array, Array], Array],
+                   schedule: optax.ScalarOrSchedule) -> optax.GradientTransformation:
+    """A latent update that replaces the chain's step: theta_{t+1} = step_fn(theta_t, u_t, s_t).
+
+    u_t is the update proposed by the preceding transformations, s_t = schedule(t)
+    (or a constant); the returned update is theta_{t+1} - theta_t. Mirror steps
+    (x <- tanh(atanh(x) + beta_t u)) and proximal steps (theta <- prox(theta + u, s_t))
+    are both of this form. Needs `params` in `update`.
+    """
+    def init(params):
+        del params
+        return ScheduledStepState(count=jnp.zeros([], jnp.int32))
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError(f"{name} needs the params: call tx.update(updates, state, params).")
+        s = jnp.asarray(schedule(state.count) if callable(schedule) else schedule, jnp.float32)
+        new = jax.tree.map(lambda p, u: step_fn(p, u, s) - p, params, updates)
+        return new, ScheduledStepState(count=optax.safe_increment(state.count))
+
+    return optax.GradientTransformation(init, update)
+
+
 def num_steps_to_epoch(step: Array, steps_per_epoch: int) -> Array:
     """0-based epoch of an optimizer step."""
     return jnp.asarray(step) // max(int(steps_per_epoch), 1)

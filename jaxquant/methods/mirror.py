@@ -46,7 +46,7 @@ Notebook use, on any params pytree::
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -54,7 +54,7 @@ import optax
 
 from jaxquant import quantizers as Q
 from jaxquant.errors import ConfigError
-from jaxquant.methods.base import Context, MaskLike, Method, as_mask_fn, masked_map
+from jaxquant.methods.base import Context, MaskLike, Method, as_mask_fn, masked_map, scheduled_step
 
 Params = Any
 Array = jax.Array
@@ -106,10 +106,6 @@ def _beta_at(beta: optax.ScalarOrSchedule, step) -> Array:
 
 # ----------------------------------------------------------------------------- mirror step
 
-class MirrorStepState(NamedTuple):
-    count: jax.Array  # steps taken so far (the t of beta_t)
-
-
 def _limit(x: Array) -> Array:
     """x with infinities replaced by a large finite value (keeps beta * u summable)."""
     big = jnp.finfo(x.dtype).max / 4
@@ -150,19 +146,7 @@ def mirror_step(kind: str, beta: optax.ScalarOrSchedule = 1.0) -> optax.Gradient
     if kind not in MIRROR_MAPS:
         raise ValueError(f"mirror_step: unknown mirror map {kind!r}; valid: {', '.join(MIRROR_MAPS)}.")
     step_fn = tanh_dual_step if kind == "tanh" else softmax_dual_step
-
-    def init(params):
-        del params
-        return MirrorStepState(count=jnp.zeros([], jnp.int32))
-
-    def update(updates, state, params=None):
-        if params is None:
-            raise ValueError("mirror_step needs the params: call tx.update(updates, state, params).")
-        b = _beta_at(beta, state.count)
-        new = jax.tree.map(lambda p, u: step_fn(p, u, b) - p, params, updates)
-        return new, MirrorStepState(count=optax.safe_increment(state.count))
-
-    return optax.GradientTransformation(init, update)
+    return scheduled_step("mirror_step", step_fn, beta)
 
 
 # ----------------------------------------------------------------------------- maps

@@ -38,7 +38,7 @@ import optax
 from jaxquant import quantizers as Q
 from jaxquant.errors import ConfigError
 from jaxquant.methods.base import (Context, MaskLike, Method, as_mask_fn, masked_map,
-                                   num_steps_to_epoch)
+                                   num_steps_to_epoch, scheduled_step)
 from jaxquant.methods.baselines import binary_connect, clip_latents
 
 Params = Any
@@ -126,10 +126,6 @@ def _operators(kind: str, bits: int, ratio: float, rounds: int, by_row: bool):
 
 # --- optax transformations -------------------------------------------------------------
 
-class ProxQuantState(NamedTuple):
-    count: jax.Array  # steps taken so far
-
-
 def prox_quant(prox: Callable[[Array, Array], Array],
                strength: optax.ScalarOrSchedule) -> optax.GradientTransformation:
     """Eager proximal quantization (Bai et al., ICLR'19, eq. 7).
@@ -138,18 +134,7 @@ def prox_quant(prox: Callable[[Array, Array], Array],
     preceding transformations of the chain and s_t = strength(t). Restrict it to the
     quantized leaves with `optax.masked`; follow it with `clip_latents()` as the paper does.
     """
-    def init(params):
-        del params
-        return ProxQuantState(count=jnp.zeros([], jnp.int32))
-
-    def update(updates, state, params=None):
-        if params is None:
-            raise ValueError("prox_quant needs the params: call tx.update(updates, state, params).")
-        s = strength(state.count) if callable(strength) else strength
-        new = jax.tree.map(lambda p, u: prox(p + u, s), params, updates)
-        return jax.tree.map(jnp.subtract, new, params), ProxQuantState(optax.safe_increment(state.count))
-
-    return optax.GradientTransformation(init, update)
+    return scheduled_step("prox_quant", lambda p, u, s: prox(p + u, s), strength)
 
 
 def homotopy_strength(learning_rate: optax.ScalarOrSchedule, reg_rate: float,
