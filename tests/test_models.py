@@ -124,3 +124,9 @@ def test_activation_quantization_feeds_quantized_levels_to_inner_layers():
 def test_bad_model_config_is_a_config_error(cfg):
     with pytest.raises(ConfigError):
         models.build(ml_collections.ConfigDict(cfg), 10)
+
+
+@pytest.mark.parametrize("features", [("digits",), (0,), (), (64, -1), "64"])
+def test_bad_mlp_widths_are_a_config_error(features):
+    with pytest.raises(ConfigError, match="config.model.features"):
+        models.build(ml_collections.ConfigDict(dict(name="mlp", features=features)), 10)

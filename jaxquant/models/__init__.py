@@ -87,7 +87,14 @@ def _get(cfg, key):
 
 
 def _mlp(cfg, n, sw):
-    return MLP(n, features=tuple(int(f) for f in _get(cfg, "features")),
+    features = _get(cfg, "features")
+    if isinstance(features, int) and not isinstance(features, bool):
+        features = (features,)
+    if (isinstance(features, (str, bytes)) or not features or not all(
+            isinstance(f, int) and not isinstance(f, bool) and f > 0 for f in features)):
+        raise ConfigError(f"config.model.features must be a non-empty tuple of positive layer "
+                          f"widths, e.g. (256, 256); got {features!r}.")
+    return MLP(n, features=tuple(features),
                batch_norm=bool(_get(cfg, "batch_norm")), sw=sw)
 
 
