@@ -46,6 +46,7 @@ Notebook use, on any params pytree::
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import jax
@@ -129,7 +130,7 @@ def softmax_dual_step(p: Array, u: Array, beta: Array) -> Array:
     = normalize(p * exp(beta u)) without overflow; p on the simplex, shape (..., d).
     """
     tiny = jnp.finfo(p.dtype).tiny
-    return jax.nn.softmax(jnp.log(jnp.maximum(p, tiny)) + _limit(beta.astype(p.dtype) * u), axis=-1)
+    return _softmax_last(jnp.log(jnp.maximum(p, tiny)) + _limit(beta.astype(p.dtype) * u))
 
 
 def mirror_step(kind: str, beta: optax.ScalarOrSchedule = 1.0) -> optax.GradientTransformation:
@@ -187,8 +188,8 @@ def tanh_round(y: Array, n_levels: int = 2) -> Array:
 
 def simplex_softmax(ut: Array, beta: Array) -> Array:
     """softmax(beta ut) over the trailing axis; ut - max(ut) first, so beta up to 1e35 cannot overflow."""
-    ut = ut - jax.lax.stop_gradient(jnp.max(ut, axis=-1, keepdims=True))
-    return jax.nn.softmax(beta.astype(ut.dtype) * ut, axis=-1)
+    top = jax.lax.stop_gradient(functools.reduce(jnp.maximum, _levels_of(ut)))
+    return _softmax_last(beta.astype(ut.dtype) * (ut - top[..., None]))
 
 
 @jax.custom_vjp
@@ -208,16 +209,32 @@ def _pmf_fwd(ut, beta):
 
 def _pmf_bwd(res, g):
     u, beta = res
-    g_ut = beta.astype(u.dtype) * (g - jnp.sum(g * u, axis=-1, keepdims=True) * u)
+    g_ut = beta.astype(u.dtype) * (g - functools.reduce(jnp.add, _levels_of(g * u))[..., None] * u)
     return g_ut, jnp.zeros_like(beta)
 
 
 pmf_softmax.defvjp(_pmf_fwd, _pmf_bwd)
 
 
+def _levels_of(x: Array) -> list[Array]:
+    """The d trailing-axis slices x[..., l] (d is small and static). Working on them
+    elementwise, not reducing over a minor axis of size 2 or 3, is ~10x faster on CPU."""
+    return [x[..., i] for i in range(x.shape[-1])]
+
+
+def _softmax_last(z: Array) -> Array:
+    """softmax over the trailing axis, max-shifted (no overflow), unrolled over the levels."""
+    parts = _levels_of(z)
+    top = jax.lax.stop_gradient(functools.reduce(jnp.maximum, parts))
+    e = [jnp.exp(p - top) for p in parts]
+    total = functools.reduce(jnp.add, e)
+    return jnp.stack([x / total for x in e], axis=-1)
+
+
 def expected_weight(u: Array, q: Array) -> Array:
     """sum_l u_l q_l: (..., d) simplex points -> (...) weights."""
-    return jnp.tensordot(u, q.astype(u.dtype), axes=1)
+    q = q.astype(u.dtype)
+    return functools.reduce(jnp.add, [p * q[i] for i, p in enumerate(_levels_of(u))])
 
 
 def argmax_level(u: Array, q: Array) -> Array:
