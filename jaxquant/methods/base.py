@@ -140,6 +140,15 @@ def scheduled_step(name: str, step_fn: Callable[[Array, Array, Array], Array],
     return optax.GradientTransformation(init, update)
 
 
+def method_options(family: str, name: str, ctx: Context, defaults: dict) -> dict:
+    """`config.method`'s values for the keys of `defaults[name]` (their defaults where unset)."""
+    if name not in defaults:
+        raise ValueError(f"jaxquant.methods.{family} has no method {name!r}.")
+    m = ctx.config.method
+    get = m.get if hasattr(m, "get") else (lambda k, d=None: getattr(m, k, d))
+    return {k: get(k, d) for k, d in defaults[name].items()}
+
+
 def num_steps_to_epoch(step: Array, steps_per_epoch: int) -> Array:
     """0-based epoch of an optimizer step."""
     return jnp.asarray(step) // max(int(steps_per_epoch), 1)

@@ -55,7 +55,8 @@ import optax
 
 from jaxquant import quantizers as Q
 from jaxquant.errors import ConfigError
-from jaxquant.methods.base import Context, MaskLike, Method, as_mask_fn, masked_map, scheduled_step
+from jaxquant.methods.base import (Context, MaskLike, Method, as_mask_fn, masked_map,
+                                   method_options, scheduled_step)
 
 Params = Any
 Array = jax.Array
@@ -407,11 +408,7 @@ _FACTORIES = dict(md_tanh=md_tanh, md_softmax=md_softmax, md_tanh_s=md_tanh_s,
 
 def from_config(name: str, ctx: Context) -> Method:
     """Build `name` (a key of DEFAULTS) from `ctx.config.method`, reading only its DEFAULTS keys."""
-    if name not in DEFAULTS:
-        raise ValueError(f"jaxquant.methods.mirror has no method {name!r}.")
-    m = ctx.config.method
-    get = m.get if hasattr(m, "get") else (lambda k, d=None: getattr(m, k, d))
-    opts = {k: get(k, d) for k, d in DEFAULTS[name].items()}
+    opts = method_options("mirror", name, ctx, DEFAULTS)
     try:
         beta = beta_schedule(float(opts.pop("bts")), opts.pop("bti"), float(opts.pop("beta_max")))
         kwargs = dict(mask=ctx.mask, levels=opts.pop("levels"))

@@ -38,7 +38,7 @@ import optax
 from jaxquant import quantizers as Q
 from jaxquant.errors import ConfigError
 from jaxquant.methods.base import (Context, MaskLike, Method, as_mask_fn, masked_map,
-                                   num_steps_to_epoch, scheduled_step)
+                                   method_options, num_steps_to_epoch, scheduled_step)
 from jaxquant.methods.baselines import binary_connect, clip_latents
 
 Params = Any
@@ -257,9 +257,5 @@ def proxquant(optimizer: optax.GradientTransformation, learning_rate: optax.Scal
 
 def from_config(name: str, ctx: Context) -> Method:
     """Build `proxquant` from the `config.method` keys listed in `DEFAULTS`."""
-    if name not in DEFAULTS:
-        raise ValueError(f"jaxquant.methods.proxquant has no method {name!r}.")
-    m = ctx.config.method
-    get = m.get if hasattr(m, "get") else (lambda k, d=None: getattr(m, k, d))
-    kw = {k: get(k, v) for k, v in DEFAULTS[name].items()}
+    kw = method_options("proxquant", name, ctx, DEFAULTS)
     return proxquant(ctx.optimizer, ctx.learning_rate, ctx.steps_per_epoch, mask=ctx.mask, **kw)
