@@ -34,6 +34,8 @@ MODELS = {
     "resnet20": (dict(name="resnet20"), (32, 32, 3), 10, "crop_flip"),
     "resnet18": (dict(name="resnet18", stem="cifar"), (32, 32, 3), 10, "crop_flip"),
     "mlp": (dict(name="mlp", features=(256, 256)), (28, 28, 1), 10, "none"),
+    # PD-QAT needs switchable precision; width x1 (the paper's x5 is 25x the FLOPs of ResNet-20)
+    "resnet20q": (dict(name="resnet20q", expand=1), (32, 32, 3), 10, "crop_flip"),
 }
 
 

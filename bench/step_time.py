@@ -1,13 +1,15 @@
 """Training-step cost of every method vs full precision: throughput, ratio, compile time, memory.
 
-For each model (ResNet-20 and ResNet-18 at CIFAR shapes 32x32x3, an MLP on 28x28x1)
+For each model (ResNet-20 and ResNet-18 at CIFAR shapes 32x32x3, an MLP on 28x28x1, and
+PD-QAT's switchable-precision ResNet-20q at width x1)
 and each method (a `jaxquant.compare` preset or registered method name), the real
 train step (`jaxquant.train.build_experiment` + `make_train_step`, synthetic
 in-memory data) is compiled and timed. Methods and full precision are timed in
 interleaved rounds in one process, and each method's ratio is the median over
 rounds of its step time over the fp step time of the same round, so a noisy
 machine affects both alike. With PyTorch installed, a plain PyTorch ResNet-20
-step of the same batch (bench/torch_resnet20.py) joins the ResNet-20 rounds.
+step of the same model and batch (bench/torch_resnet.py) joins the ResNet-20 and
+ResNet-18 rounds.
 
     python bench/step_time.py --out bench/results                # CPU-sized defaults
     python bench/step_time.py --out bench/results --batch 128 --rounds 20 --steps 20   # GPU
@@ -28,6 +30,9 @@ DEFAULT_METHODS = ("fp,ste,bc,bwn,dorefa,dorefa_w2,md_tanh,md_tanh_s,md_softmax,
                    "gd_tanh,pmf,proxquant_binary,proxquant_ternary,metaquant,pdqat,ldnq")
 
 
+TORCH_MODELS = ("resnet20", "resnet18")  # bench/torch_resnet.py MODELS (torch imported lazily)
+
+
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="bench/results")
@@ -44,15 +49,15 @@ def parse(argv=None):
     return p.parse_args(argv)
 
 
-def _torch_step(batch, n_threads):
+def _torch_step(model, batch, n_threads):
     try:
         import torch
     except ImportError:
         return None, "PyTorch not installed"
     if n_threads:
         torch.set_num_threads(n_threads)
-    from torch_resnet20 import TorchStep
-    return TorchStep(batch), f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    from torch_resnet import TorchStep
+    return TorchStep(batch, model), f"torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def bench_model(model, specs, args, log=print):
@@ -71,8 +76,9 @@ def bench_model(model, specs, args, log=print):
             steps[spec.label] = step
     timers = {label: s.run for label, s in steps.items()}
     torch_note = None
-    if model == "resnet20" and not args.no_torch:
-        tstep, torch_note = _torch_step(args.batch, args.threads)
+    has_torch = model in TORCH_MODELS
+    if has_torch and not args.no_torch:
+        tstep, torch_note = _torch_step(model, args.batch, args.threads)
         if tstep is not None:
             timers["torch"] = tstep.run
     log(f"  {model}: timing {len(timers)} steps x {args.rounds} rounds x {args.steps} steps")
@@ -97,7 +103,7 @@ def bench_model(model, specs, args, log=print):
                          ratio_vs_fp=common.median_ratio(times, "torch", "fp"),
                          jax_fp_over_torch=common.median_ratio(times, "fp", "torch"),
                          note=torch_note))
-    elif model == "resnet20" and torch_note:
+    elif has_torch and torch_note:
         rows.append(dict(model=model, method="torch", note=f"skipped: {torch_note}"))
     return rows
 
