@@ -71,7 +71,7 @@ def _same_kind(value, default) -> bool:
     return isinstance(value, type(default))
 
 
-def _check_free_keys(section, name, allowed: dict, owner: str) -> None:
+def check_free_keys(section, name, allowed: dict, owner: str) -> None:
     """Reject keys of config.<name> that `owner` does not read, and values of the wrong type."""
     for key in section.keys():
         if key == "name":
@@ -164,10 +164,10 @@ def validate(config) -> None:
             _positive(config.method[key], f"config.method.{key}", allow_zero=key == "reg_rate")
     defaults = _method_defaults(config.method.name)
     if defaults is not None:
-        _check_free_keys(config.method, "method", defaults, f"method {config.method.name!r}")
+        check_free_keys(config.method, "method", defaults, f"method {config.method.name!r}")
     model_keys = models.keys(config.model.name)
     if model_keys is not None:
-        _check_free_keys(config.model, "model", model_keys, f"model {config.model.name!r}")
+        check_free_keys(config.model, "model", model_keys, f"model {config.model.name!r}")
     _check_bits(config.method, "method")
     _check_bits(config.model, "model")
     fpl = config.quant.full_precision_layers

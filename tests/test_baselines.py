@@ -228,3 +228,21 @@ def test_dorefa_config_takes_bit_width_overrides():
     config.method.weight_bits = 9
     with pytest.raises(ConfigError, match=r"config.method.weight_bits must be an integer in 1..8"):
         validate(config)
+
+
+def test_building_a_method_refuses_a_key_it_does_not_read():
+    import ml_collections
+    import optax
+    from jaxquant import methods
+    from jaxquant.errors import ConfigError
+
+    def build(**method):
+        config = ml_collections.ConfigDict(dict(method=dict(name="binary_connect", **method)))
+        ctx = methods.Context(config=config, optimizer=optax.sgd(0.1),
+                              learning_rate=optax.constant_schedule(0.1), mask=None,
+                              steps_per_epoch=1)
+        return methods.build("binary_connect", ctx)
+
+    assert build(variant="proxquant") is not None
+    with pytest.raises(ConfigError, match=r"config\.method\.varient.*Did you mean 'variant'"):
+        build(varient="proxquant")

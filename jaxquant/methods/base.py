@@ -141,10 +141,17 @@ def scheduled_step(name: str, step_fn: Callable[[Array, Array, Array], Array],
 
 
 def method_options(family: str, name: str, ctx: Context, defaults: dict) -> dict:
-    """`config.method`'s values for the keys of `defaults[name]` (their defaults where unset)."""
+    """`config.method`'s values for the keys of `defaults[name]` (their defaults where unset).
+
+    A key `name` does not read, or a value of another type than its default, is a
+    ConfigError naming it (the check `jaxquant.config_check` runs on a whole config).
+    """
     if name not in defaults:
         raise ValueError(f"jaxquant.methods.{family} has no method {name!r}.")
+    from jaxquant import config_check  # noqa: PLC0415  (config_check imports the registry)
     m = ctx.config.method
+    if hasattr(m, "keys"):
+        config_check.check_free_keys(m, "method", defaults[name], f"method {name!r}")
     get = m.get if hasattr(m, "get") else (lambda k, d=None: getattr(m, k, d))
     return {k: get(k, d) for k, d in defaults[name].items()}
 

@@ -21,7 +21,8 @@ import optax
 
 from jaxquant import quantizers as Q
 from jaxquant.errors import ConfigError
-from jaxquant.methods.base import Context, MaskLike, Method, as_mask_fn, masked_map
+from jaxquant.methods.base import (Context, MaskLike, Method, as_mask_fn, masked_map,
+                                   method_options)
 
 Params = Any
 Array = jax.Array
@@ -167,10 +168,7 @@ DEFAULTS = {
 
 def from_config(name: str, ctx: Context) -> Method:
     """Build `name` (ste | binary_connect | bwn | dorefa) from `ctx.config.method`."""
-    if name not in DEFAULTS:
-        raise ValueError(f"jaxquant.methods.baselines has no method {name!r}.")
-    m = ctx.config.method
-    get = lambda k: m.get(k, DEFAULTS[name][k])  # noqa: E731
+    get = method_options("baselines", name, ctx, DEFAULTS).get
     if name == "ste":
         return ste(ctx.optimizer, get("quantizer"), mask=ctx.mask, gated=bool(get("gated")),
                    bits=get("bits"), threshold=get("threshold"), ratio=get("ratio"),

@@ -55,7 +55,7 @@ import optax
 
 from jaxquant import quantizers as Q
 from jaxquant.errors import ConfigError
-from jaxquant.methods.base import Context, MaskLike, Method, as_mask_fn
+from jaxquant.methods.base import Context, MaskLike, Method, as_mask_fn, method_options
 
 Params = Any
 Array = jax.Array
@@ -324,16 +324,6 @@ def metaquant(optimizer: optax.GradientTransformation,
 
 def from_config(name: str, ctx: Context) -> Method:
     """Build `metaquant` from `ctx.config.method` (keys and defaults: `DEFAULTS`)."""
-    if name not in DEFAULTS:
-        raise ValueError(f"jaxquant.methods.metaquant has no method {name!r}.")
-    m = ctx.config.method
-    keys = [k for k in m.keys() if k != "name"]
-    for k in keys:
-        if k not in DEFAULTS[name]:
-            close = difflib.get_close_matches(k, list(DEFAULTS[name]), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"unknown config.method.{k} for method {name!r}.{hint} "
-                              f"Valid keys: {', '.join(sorted(DEFAULTS[name]))}.")
-    kw = {k: (m[k] if k in m else v) for k, v in DEFAULTS[name].items()}
+    kw = method_options("metaquant", name, ctx, DEFAULTS)
     return metaquant(ctx.optimizer, ctx.learning_rate, mask=ctx.mask,
                      seed=int(ctx.config.get("seed", 0)), **kw)

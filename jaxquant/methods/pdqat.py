@@ -76,7 +76,8 @@ import optax
 from jaxquant import quantizers as Q
 from jaxquant.errors import ConfigError
 from jaxquant.masks import path_str
-from jaxquant.methods.base import Context, LossAux, Method, cross_entropy, masked_map
+from jaxquant.methods.base import (Context, LossAux, Method, cross_entropy, masked_map,
+                                   method_options)
 
 Params = Any
 Array = jax.Array
@@ -313,10 +314,7 @@ def from_config(name: str, ctx: Context) -> Method:
     """PD-QAT from `ctx.config.method`: bits, eps_out, eps_layer, layerwise, dual_lr,
     dual_update ('epoch' | 'step'), routing, detach_target, fp_weights,
     low_precision_params, lambda_out_init, lambda_layer_init."""
-    if name != "pdqat":
-        raise ValueError(f"jaxquant.methods.pdqat has no method {name!r}.")
-    m = {**DEFAULTS["pdqat"], **dict(ctx.config.method)}
-    get = m.get
+    get = method_options("pdqat", name, ctx, DEFAULTS).get
     bits = get("bits")
     dual_update = get("dual_update")
     if dual_update not in DUAL_UPDATES:
