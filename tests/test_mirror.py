@@ -229,6 +229,32 @@ def test_pmf_custom_vjp_matches_the_formula_and_not_the_true_jacobian():
     assert not np.allclose(got, true, atol=1e-3)
 
 
+@pytest.mark.parametrize("levels", [2, 3])
+def test_fused_simplex_weights_equal_softmax_then_expected_weight(levels):
+    # The methods' fused forward / backward vs the unfused composition of the paper's maps.
+    rng = np.random.default_rng(2)
+    ut = jnp.asarray(rng.normal(size=(4, 5, levels)), jnp.float32)
+    g = jnp.asarray(rng.normal(size=(4, 5)), jnp.float32)
+    beta, q = jnp.float32(3.0), M.level_values(levels)
+    qn = np.asarray(q, np.float32)
+    mean = lambda u: jnp.sum(u * qn, axis=-1)  # noqa: E731  (plain autodiff)
+    st_softmax = jq.quantizers.straight_through(lambda z: M.simplex_softmax(z, beta))
+    pairs = [(M.softmax_weight_st, lambda v: mean(st_softmax(v))),
+             (M.pmf_weight, lambda v: mean(M.pmf_softmax(v, beta)))]
+    for fused, composed in pairs:
+        w, vjp = jax.vjp(lambda v: fused(v, beta, q), ut)
+        w_ref, vjp_ref = jax.vjp(composed, ut)
+        np.testing.assert_allclose(w, w_ref, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(vjp(g)[0], vjp_ref(g)[0], rtol=1e-5, atol=1e-6)
+    u = jax.nn.softmax(ut, axis=-1)
+    w, vjp = jax.vjp(lambda v: M.expected_weight(v, q), u)
+    np.testing.assert_allclose(w, mean(u), rtol=1e-6)
+    np.testing.assert_allclose(vjp(g)[0], np.asarray(g)[..., None] * qn, rtol=1e-6)
+    if levels == 2:  # sum_l q_l softmax(beta ut)_l = tanh(beta (ut_1 - ut_0) / 2)
+        want = np.tanh(3.0 * (np.asarray(ut)[..., 1] - np.asarray(ut)[..., 0]) / 2)
+        np.testing.assert_allclose(M.softmax_weight_st(ut, beta, q), want, rtol=1e-5, atol=1e-6)
+
+
 # ----------------------------------------------------------------------------- numerics
 
 def test_tanh_dual_step_is_finite_at_and_near_plus_minus_one():

@@ -232,10 +232,77 @@ def _softmax_last(z: Array) -> Array:
     return jnp.stack([x / total for x in e], axis=-1)
 
 
+@jax.custom_vjp
 def expected_weight(u: Array, q: Array) -> Array:
-    """sum_l u_l q_l: (..., d) simplex points -> (...) weights."""
+    """sum_l u_l q_l: (..., d) simplex points -> (...) weights; backward g_u = q g."""
     q = q.astype(u.dtype)
     return functools.reduce(jnp.add, [p * q[i] for i, p in enumerate(_levels_of(u))])
+
+
+def _expected_fwd(u, q):
+    return expected_weight(u, q), q.astype(u.dtype)
+
+
+def _expected_bwd(q, g):
+    # one broadcast product; autodiff of the level slices would pad each back to (..., d)
+    return g[..., None] * q, jnp.zeros_like(q)
+
+
+expected_weight.defvjp(_expected_fwd, _expected_bwd)
+
+
+def _soft_weight(ut: Array, beta: Array, q: Array) -> tuple[Array, list[Array]]:
+    """(sum_l q_l u_l, [u_l]) for u = softmax(beta ut) over the trailing axis, level by level:
+    no (..., d) array is built (stacking and re-slicing a size-2 minor axis is slow on CPU)."""
+    parts = _levels_of(ut)
+    top = jax.lax.stop_gradient(functools.reduce(jnp.maximum, parts))
+    b = beta.astype(ut.dtype)
+    e = [jnp.exp(b * (p - top)) for p in parts]
+    inv = 1.0 / functools.reduce(jnp.add, e)
+    u = [x * inv for x in e]
+    return functools.reduce(jnp.add, [p * q[i] for i, p in enumerate(u)]), u
+
+
+@jax.custom_vjp
+def softmax_weight_st(ut: Array, beta: Array, q: Array) -> Array:
+    """MD-softmax-S's weight sum_l q_l softmax(beta ut)_l with identity backward through the
+    softmax: g_ut = q g (the straight-through `expected_weight(softmax(beta ut), q)`, fused)."""
+    return _soft_weight(ut, beta, q.astype(ut.dtype))[0]
+
+
+def _st_fwd(ut, beta, q):
+    return softmax_weight_st(ut, beta, q), (beta, q.astype(ut.dtype))
+
+
+def _st_bwd(res, g):
+    beta, q = res
+    return g[..., None] * q, jnp.zeros_like(beta), jnp.zeros_like(q)
+
+
+softmax_weight_st.defvjp(_st_fwd, _st_bwd)
+
+
+@jax.custom_vjp
+def pmf_weight(ut: Array, beta: Array, q: Array) -> Array:
+    """PMF's weight sum_l q_l softmax(beta ut)_l with the approximate Jacobian of `pmf_softmax`:
+    g_u = q g, so g_ut_l = beta g (q_l - w u_l), w the weight (`expected_weight(pmf_softmax)`, fused)."""
+    return _soft_weight(ut, beta, q.astype(ut.dtype))[0]
+
+
+def _pmf_weight_fwd(ut, beta, q):
+    q = q.astype(ut.dtype)
+    w, u = _soft_weight(ut, beta, q)
+    return w, (w, u, beta, q)
+
+
+def _pmf_weight_bwd(res, g):
+    w, u, beta, q = res
+    bg = beta.astype(g.dtype) * g
+    return (jnp.stack([bg * (q[i] - w * ul) for i, ul in enumerate(u)], axis=-1),
+            jnp.zeros_like(beta), jnp.zeros_like(q))
+
+
+pmf_weight.defvjp(_pmf_weight_fwd, _pmf_weight_bwd)
 
 
 def argmax_level(u: Array, q: Array) -> Array:
@@ -379,9 +446,8 @@ def md_softmax_s(optimizer: optax.GradientTransformation, beta: optax.ScalarOrSc
     """
     q = level_values(levels)
 
-    def forward(ut, step):
-        b = _beta_at(beta, step)
-        return expected_weight(Q.straight_through(lambda v: simplex_softmax(v, b))(ut), q)
+    def forward(ut, step):  # = expected_weight(Q.straight_through(simplex_softmax)(ut), q)
+        return softmax_weight_st(ut, _beta_at(beta, step), q)
 
     return _method(None, forward, lambda ut: argmax_level(ut, q), optimizer, mask,
                    init_tree=_simplex_init(levels, logit_init, seed))
@@ -395,8 +461,8 @@ def pmf(optimizer: optax.GradientTransformation, beta: optax.ScalarOrSchedule, *
     """
     q = level_values(levels)
 
-    def forward(ut, step):
-        return expected_weight(pmf_softmax(ut, _beta_at(beta, step)), q)
+    def forward(ut, step):  # = expected_weight(pmf_softmax(ut, beta_t), q)
+        return pmf_weight(ut, _beta_at(beta, step), q)
 
     return _method(None, forward, lambda ut: argmax_level(ut, q), optimizer, mask,
                    init_tree=_simplex_init(levels, logit_init, seed))
