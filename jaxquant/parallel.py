@@ -63,6 +63,18 @@ def sync(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
+def agree_on_signal(local: int | None) -> int | None:
+    """The stop signal any process has received, or None; a collective, so every process
+    calls it at the same steps. A preemption signal (SIGTERM from the scheduler) can
+    reach the processes at different steps, or only some of them; stopping on the
+    agreed value makes them all checkpoint and stop at one step together."""
+    if jax.process_count() == 1:
+        return local
+    from jax.experimental import multihost_utils
+    seen = multihost_utils.process_allgather(np.asarray(local or 0, np.int32))
+    return int(np.max(seen)) or None
+
+
 def make_mesh() -> Mesh:
     """A 1-D mesh named 'data' over all devices (all processes')."""
     return Mesh(np.asarray(jax.devices()), ("data",))

@@ -478,7 +478,14 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
             if done % ckpt_every == 0 or done == end:
                 save(done)
             bar.update(1)
-            if stop.get("signal") is not None:
+            if jax.process_count() > 1:  # stop together: agree at the steps every process logs
+                agreed = (parallel.agree_on_signal(stop.get("signal"))
+                          if done % log_every == 0 or done == end else None)
+                if agreed is not None:
+                    stop["signal"] = agreed
+            else:
+                agreed = stop.get("signal")
+            if agreed is not None:
                 if done % ckpt_every and done != end:
                     save(done)
                 raise Preempted()

@@ -15,6 +15,15 @@ sys.path.insert(0, {tests!r})
 from conftest import load_config
 from jaxquant import parallel, train
 coordinator, n, pid, workdir, stop = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+kill_pid, kill_step = map(int, sys.argv[6].split(":"))  # SIGTERM to process kill_pid alone
+if pid == kill_pid:
+    import os, signal
+    get = train._Batches.get
+    def get_and_maybe_signal(self, step):
+        if step == kill_step:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return get(self, step)
+    train._Batches.get = get_and_maybe_signal
 if n > 1:
     parallel.initialize(coordinator, n, pid)
 c = load_config("fp_digits")
@@ -35,12 +44,12 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _launch(n, workdir, stop=0):
+def _launch(n, workdir, stop=0, kill="-1:-1"):
     env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
     code = _WORKER.format(tests=os.path.join(REPO, "tests"))
     address = f"127.0.0.1:{_free_port()}"
     procs = [subprocess.Popen([sys.executable, "-c", code, address, str(n), str(i), str(workdir),
-                               str(stop)], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                               str(stop), kill], cwd=REPO, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for i in range(n)]
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (out, err) in zip(procs, outs):
@@ -78,6 +87,16 @@ def test_checkpoint_of_the_pair_resumes_in_a_single_process(tmp_path):
     (single,) = _launch(1, tmp_path / "single")
     assert resumed["test_accuracy"] == single["test_accuracy"]
     np.testing.assert_allclose(_losses(tmp_path / "run"), _losses(tmp_path / "single"), rtol=1e-4)
+
+
+def test_a_signal_to_one_process_stops_every_process_at_the_same_step(tmp_path):
+    # SIGTERM reaches process 1 (not the one that logs) during step 30: the processes
+    # agree on it at the next step boundary, checkpoint step 31 together and stop.
+    pair = _launch(2, tmp_path / "run", kill="1:30")
+    assert [(r["preempted"], r["step"], r["signal"]) for r in pair] == [(True, 31, 15)] * 2
+    (resumed,) = _launch(1, tmp_path / "run")
+    (single,) = _launch(1, tmp_path / "single")
+    assert resumed["step"] == 88 and resumed["test_accuracy"] == single["test_accuracy"]
 
 
 def test_incomplete_multihost_flags_are_a_clear_error(tmp_path):
