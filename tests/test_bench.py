@@ -54,3 +54,26 @@ def test_torch_reference_has_the_parameter_tensors_of_the_jaxquant_model(name):
                                           train=False))
     jax_sizes = sorted(int(np.prod(x.shape)) for x in jax.tree.leaves(v["params"]))
     assert torch_sizes == jax_sizes
+
+
+def test_summary_pivots_ratios_and_a_later_file_overrides_per_method(tmp_path):
+    import json
+    import summary
+
+    def run(name, rows):
+        path = tmp_path / name
+        path.write_text(json.dumps(dict(rows=rows)))
+        return str(path)
+
+    row = lambda model, method, ratio, ms=10.0: dict(  # noqa: E731
+        model=model, method=method, ratio_vs_fp=ratio, step_ms=ms, batch=32)
+    full = run("full.json", [row("r20", "fp", 1.0, 375.0), row("r20", "pmf", 1.5),
+                             row("r20", "bc", 0.97), dict(model="r20", method="x", note="skipped"),
+                             row("mlp", "fp", 1.0, 2.61), row("mlp", "pmf", 2.4)])
+    focused = run("focused.json", [row("r20", "fp", 1.0, 380.0), row("r20", "pmf", 1.02)])
+    lines = summary.table(*summary.load([full, focused])).splitlines()
+    assert lines[0] == "| method | r20 | mlp |"
+    assert lines[2] == "| fp step (ms), batch | 380, 32 | 2.61, 32 |"
+    assert "| pmf | 1.02 | 2.40 |" in lines and "| bc | 0.97 | – |" in lines
+    assert not any(line.startswith("| x ") for line in lines)
+    assert lines[-1] == "| source | focused.json, full.json | full.json |"
