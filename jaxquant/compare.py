@@ -44,9 +44,11 @@ from jaxquant.errors import UserError
 
 
 class Budget(NamedTuple):
-    """The training length a preset may scale its schedule hyperparameters to."""
+    """The training length (and base learning rate) a preset may scale its schedule
+    hyperparameters to; lr 0 = not known."""
     total_steps: int
     steps_per_epoch: int
+    lr: float = 0.0
 
     @property
     def epochs(self) -> float:
@@ -68,15 +70,16 @@ def _anneal(beta_end: float = 1e4, increments: int = 100) -> Callable[[Budget], 
 
 
 def _homotopy(paper_reg_rate: float = 1e-4, paper_freeze: int = 200,
-              paper_steps_per_epoch: int = 390) -> Callable[[Budget], dict]:
+              paper_steps_per_epoch: int = 390, paper_lr: float = 1e-2) -> Callable[[Budget], dict]:
     """ProxQuant lambda_t = reg_rate * epoch, freeze at `freeze_epoch` (METHODS.md §2), scaled
     to the budget: the freeze falls at 2/3 of it (paper: 200 of 300 epochs), and reg_rate
-    keeps the paper's accumulated prox strength sum_t lr reg_rate epoch(t) ~ reg_rate *
-    steps_per_epoch * freeze^2 / 2 (the scaling configs/proxquant_binary_digits.py uses)."""
+    keeps the paper's accumulated prox strength sum_t lr reg_rate epoch(t) ~ lr * reg_rate *
+    steps_per_epoch * freeze^2 / 2 (paper: Adam lr 0.01 constant), using the base config's
+    lr where the budget knows it (the scaling configs/proxquant_binary_digits.py uses)."""
     def make(budget: Budget) -> dict:
         freeze = max(round(2 * budget.epochs / 3), 1)
-        work = paper_reg_rate * paper_steps_per_epoch * paper_freeze ** 2
-        rate = work / (max(budget.steps_per_epoch, 1) * freeze ** 2)
+        work = paper_lr * paper_reg_rate * paper_steps_per_epoch * paper_freeze ** 2
+        rate = work / ((budget.lr or paper_lr) * max(budget.steps_per_epoch, 1) * freeze ** 2)
         return dict(reg_rate=float(f"{rate:.3g}"), freeze_epoch=freeze)
     return make
 
@@ -238,12 +241,14 @@ def method_config(base, spec: Spec, budget: Budget, workdir: str):
 
 
 def budget_of(config) -> Budget:
-    """Training length of `config` (steps, steps per epoch), as the trainer computes it."""
+    """Training length of `config` (steps, steps per epoch), as the trainer computes it, and
+    its base learning rate."""
     from jaxquant import data
     ds = data.load(config.dataset)
     n = len(ds.train.labels) if ds.train.in_memory else len(ds.train)
     spe = max(n // int(config.train.batch_size), 1)
-    return Budget(int(config.train.steps) or int(config.train.epochs) * spe, spe)
+    return Budget(int(config.train.steps) or int(config.train.epochs) * spe, spe,
+                  float(config.optimizer.lr))
 
 
 # --------------------------------------------------------------------- one method

@@ -43,6 +43,10 @@ def test_annealing_preset_reaches_its_final_beta_at_the_end_of_the_budget():
                                compare.Budget(620, 20), "w").method
     assert pq.kind == "binary" and pq.freeze_epoch == 21
     assert pq.reg_rate * 20 * 21 ** 2 == pytest.approx(1e-4 * 390 * 200 ** 2, rel=1e-2)
+    # ... times lr: a base lr 10x below the paper's Adam 0.01 needs a 10x reg_rate
+    slow = compare.method_config(tiny_base(), compare.parse_specs("proxquant_binary")[0],
+                                 compare.Budget(620, 20, 1e-3), "w").method
+    assert slow.reg_rate == pytest.approx(10 * pq.reg_rate, rel=1e-2)
 
 
 def test_compare_writes_one_row_per_method_with_export_sizes_and_a_curve_plot(tmp_path, monkeypatch):
