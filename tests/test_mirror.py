@@ -121,8 +121,8 @@ def test_md_softmax_and_md_softmax_s_follow_the_same_trajectory(opt, levels):
     # u0 = softmax(beta ut0): log u_t = beta ut_t - const at every t.
     w0, loss = _problem()
     rng = np.random.default_rng(3)
-    ut0 = jax.tree.map(lambda w: jnp.asarray(rng.normal(size=(*w.shape, levels)), jnp.float32), w0)
-    u0 = jax.tree.map(lambda z: jax.nn.softmax(BETA * z, axis=-1), ut0)
+    ut0 = jax.tree.map(lambda w: jnp.asarray(rng.normal(size=(levels, *w.shape)), jnp.float32), w0)
+    u0 = jax.tree.map(lambda z: jax.nn.softmax(BETA * z, axis=0), ut0)
     md = jq.md_softmax(opt, BETA, levels=levels)
     mds = jq.md_softmax_s(opt, BETA, levels=levels)
     w_md, g_md, _ = _run(md, u0, loss, 15)
@@ -187,28 +187,28 @@ def test_md_softmax_single_step():
     m = jq.md_softmax(optax.sgd(ETA), BETA, logit_init="levels")
     u0 = m.init(W0)  # softmax(w0 q) = (s(-1), s(1))
     sig = lambda z: 1 / (1 + math.exp(-z))  # noqa: E731
-    np.testing.assert_allclose(u0, [[sig(-1.0), sig(1.0)]], rtol=1e-6)
+    np.testing.assert_allclose(u0, [[sig(-1.0)], [sig(1.0)]], rtol=1e-6)
     u1, g = _step(m, u0, C)
-    np.testing.assert_allclose(g, [[-1.0, 1.0]])  # dL/du = c q
+    np.testing.assert_allclose(g, [[-1.0], [1.0]])  # dL/du = c q
     a, b = sig(-1.0) * math.exp(BETA * ETA), sig(1.0) * math.exp(-BETA * ETA)
-    np.testing.assert_allclose(u1, [[a / (a + b), b / (a + b)]], rtol=1e-6)
+    np.testing.assert_allclose(u1, [[a / (a + b)], [b / (a + b)]], rtol=1e-6)
     np.testing.assert_allclose(m.forward(u1, 1), [math.tanh(0.3)], rtol=1e-5)
 
 
 def test_md_softmax_s_single_step_has_identity_backward():
     m = jq.md_softmax_s(optax.sgd(ETA), BETA, logit_init="levels")
     ut1, g = _step(m, m.init(W0), C)
-    np.testing.assert_allclose(g, [[-1.0, 1.0]])  # dL/dut := dL/du
-    np.testing.assert_allclose(ut1, [[-0.4, 0.4]], rtol=1e-6)
+    np.testing.assert_allclose(g, [[-1.0], [1.0]])  # dL/dut := dL/du
+    np.testing.assert_allclose(ut1, [[-0.4], [0.4]], rtol=1e-6)
     np.testing.assert_allclose(m.forward(ut1, 1), [math.tanh(0.8)], rtol=1e-6)
 
 
 def test_pmf_single_step_uses_the_approximate_jacobian():
     m = jq.pmf(optax.sgd(ETA), BETA, logit_init="levels")
-    ut0 = np.array([[-0.5, 0.5]])
+    ut0 = np.array([[-0.5], [0.5]])
     ut1, g = _step(m, m.init(W0), C)
     u = np.exp(BETA * ut0) / np.exp(BETA * ut0).sum()
-    gu = np.array([[-1.0, 1.0]])
+    gu = np.array([[-1.0], [1.0]])
     want = BETA * (gu - (gu * u).sum() * u)  # beta g_u (I - u u^T)
     np.testing.assert_allclose(g, want, rtol=1e-6)
     np.testing.assert_allclose(ut1, ut0 - ETA * want, rtol=1e-6)
@@ -216,16 +216,16 @@ def test_pmf_single_step_uses_the_approximate_jacobian():
 
 def test_pmf_custom_vjp_matches_the_formula_and_not_the_true_jacobian():
     rng = np.random.default_rng(1)
-    ut = jnp.asarray(rng.normal(size=(4, 5, 3)), jnp.float32)
-    g = jnp.asarray(rng.normal(size=(4, 5, 3)), jnp.float32)
+    ut = jnp.asarray(rng.normal(size=(3, 4, 5)), jnp.float32)
+    g = jnp.asarray(rng.normal(size=(3, 4, 5)), jnp.float32)
     beta = jnp.float32(3.0)
     u, got = jax.jit(lambda z, g: (lambda out, vjp: (out, vjp(g)[0]))(
         *jax.vjp(lambda v: M.pmf_softmax(v, beta), z)))(ut, g)
     un, gn = np.asarray(u), np.asarray(g)
-    want = 3.0 * (gn - (gn * un).sum(-1, keepdims=True) * un)
+    want = 3.0 * (gn - (gn * un).sum(0, keepdims=True) * un)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(u, jax.nn.softmax(3.0 * ut, axis=-1), rtol=1e-6)
-    true = jax.jit(lambda z, g: jax.vjp(lambda v: jax.nn.softmax(beta * v, axis=-1), z)[1](g)[0])(ut, g)
+    np.testing.assert_allclose(u, jax.nn.softmax(3.0 * ut, axis=0), rtol=1e-6)
+    true = jax.jit(lambda z, g: jax.vjp(lambda v: jax.nn.softmax(beta * v, axis=0), z)[1](g)[0])(ut, g)
     assert not np.allclose(got, true, atol=1e-3)
 
 
@@ -233,11 +233,11 @@ def test_pmf_custom_vjp_matches_the_formula_and_not_the_true_jacobian():
 def test_fused_simplex_weights_equal_softmax_then_expected_weight(levels):
     # The methods' fused forward / backward vs the unfused composition of the paper's maps.
     rng = np.random.default_rng(2)
-    ut = jnp.asarray(rng.normal(size=(4, 5, levels)), jnp.float32)
+    ut = jnp.asarray(rng.normal(size=(levels, 4, 5)), jnp.float32)
     g = jnp.asarray(rng.normal(size=(4, 5)), jnp.float32)
     beta, q = jnp.float32(3.0), M.level_values(levels)
-    qn = np.asarray(q, np.float32)
-    mean = lambda u: jnp.sum(u * qn, axis=-1)  # noqa: E731  (plain autodiff)
+    qn = np.asarray(q, np.float32)[:, None, None]
+    mean = lambda u: jnp.sum(u * qn, axis=0)  # noqa: E731  (plain autodiff)
     st_softmax = jq.quantizers.straight_through(lambda z: M.simplex_softmax(z, beta))
     pairs = [(M.softmax_weight_st, lambda v: mean(st_softmax(v))),
              (M.pmf_weight, lambda v: mean(M.pmf_softmax(v, beta)))]
@@ -246,12 +246,12 @@ def test_fused_simplex_weights_equal_softmax_then_expected_weight(levels):
         w_ref, vjp_ref = jax.vjp(composed, ut)
         np.testing.assert_allclose(w, w_ref, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(vjp(g)[0], vjp_ref(g)[0], rtol=1e-5, atol=1e-6)
-    u = jax.nn.softmax(ut, axis=-1)
+    u = jax.nn.softmax(ut, axis=0)
     w, vjp = jax.vjp(lambda v: M.expected_weight(v, q), u)
     np.testing.assert_allclose(w, mean(u), rtol=1e-6)
-    np.testing.assert_allclose(vjp(g)[0], np.asarray(g)[..., None] * qn, rtol=1e-6)
+    np.testing.assert_allclose(vjp(g)[0], np.asarray(g)[None] * qn, rtol=1e-6)
     if levels == 2:  # sum_l q_l softmax(beta ut)_l = tanh(beta (ut_1 - ut_0) / 2)
-        want = np.tanh(3.0 * (np.asarray(ut)[..., 1] - np.asarray(ut)[..., 0]) / 2)
+        want = np.tanh(3.0 * (np.asarray(ut)[1] - np.asarray(ut)[0]) / 2)
         np.testing.assert_allclose(M.softmax_weight_st(ut, beta, q), want, rtol=1e-5, atol=1e-6)
 
 
@@ -299,14 +299,14 @@ def test_softmax_mirror_steps_stay_on_the_simplex_and_add_in_log_space(logits, u
 
 
 def test_mirror_step_softmax_is_finite_at_huge_beta_and_on_vertices():
-    p = jnp.array([[1.0, 0.0, 0.0], [0.2, 0.3, 0.5]])
-    u = jnp.array([[-1.0, 0.0, 1.0], [1e3, 1e3, -1e3]])
+    p = jnp.array([[1.0, 0.0, 0.0], [0.2, 0.3, 0.5]]).T  # 2 points on the 3-simplex, levels first
+    u = jnp.array([[-1.0, 0.0, 1.0], [1e3, 1e3, -1e3]]).T
     tx = jq.mirror_step("softmax", beta=1e35)
     upd, _ = tx.update(u, tx.init(p), p)
     new = p + upd
     assert np.all(np.isfinite(new))
-    np.testing.assert_allclose(new.sum(-1), 1.0, rtol=1e-6)
-    np.testing.assert_allclose(new[0], [0.0, 0.0, 1.0], atol=1e-6)
+    np.testing.assert_allclose(new.sum(0), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(new[:, 0], [0.0, 0.0, 1.0], atol=1e-6)
 
 
 def test_forward_passes_are_finite_at_the_md_cap():
@@ -352,13 +352,14 @@ def test_ternary_tanh_s_rounds_at_plus_minus_half():
 
 
 def test_simplex_project_returns_hard_levels_in_the_param_shape():
-    ut = jnp.array([[[0.1, 0.5, 0.2], [0.9, 0.0, 0.1]], [[0.0, 0.0, 0.3], [0.2, 0.8, 0.1]]])
+    ut = jnp.moveaxis(jnp.array([[[0.1, 0.5, 0.2], [0.9, 0.0, 0.1]],
+                                 [[0.0, 0.0, 0.3], [0.2, 0.8, 0.1]]]), -1, 0)  # (3, 2, 2)
     for make in (jq.md_softmax, jq.md_softmax_s, jq.pmf):
         m = make(optax.sgd(0.1), BETA, levels=3)
         np.testing.assert_array_equal(jax.jit(m.project)(ut), [[0, -1], [1, 0]])
         w = {"k": jnp.ones((4, 5)), "b": jnp.zeros((5,))}
         latent = jax.eval_shape(m.init, w)
-        assert latent["k"].shape == (4, 5, 3) and latent["b"].shape == (5, 3)
+        assert latent["k"].shape == (3, 4, 5) and latent["b"].shape == (3, 5)
         shapes = lambda f, *a: jax.tree.map(lambda x: x.shape, jax.eval_shape(f, *a))  # noqa: E731
         assert shapes(m.project, latent) == shapes(lambda v: v, w)
         assert shapes(lambda l: m.forward(l, 0), latent) == shapes(lambda v: v, w)
