@@ -351,11 +351,13 @@ def run_method(spec: Spec, config, workdir: str, *, overwrite: bool = False,
             if result.get("preempted"):
                 raise Interrupted(f"{spec.label} stopped at step {result['step']}; rerun the same "
                                   f"command to resume the comparison.")
-        # the checkpoint the reported accuracy belongs to (best validation with select_best)
-        best = bool(config.train.select_best) and os.path.isdir(os.path.join(workdir, "best"))
+        # the checkpoint the reported accuracy belongs to: the best validation step with
+        # select_best and a validation split (without one the trainer reports the last step)
+        selected = bool(config.train.select_best) and result.get("best_val_accuracy") is not None
+        best = selected and os.path.isdir(os.path.join(workdir, "best"))
         manifest = export.read_manifest(export.export_run(workdir, best=best))
         row.update(test_accuracy=result["test_accuracy"], step=result["step"],
-                   seconds=result.get("seconds"), select_best=bool(config.train.select_best),
+                   seconds=result.get("seconds"), select_best=selected,
                    **size_of(manifest))
     except Interrupted:
         raise

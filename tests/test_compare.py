@@ -128,3 +128,15 @@ def test_bench_scripts_write_json_and_markdown(tmp_path):
 def methods_module_exists(name):
     import importlib.util
     return importlib.util.find_spec(f"jaxquant.methods.{name}") is not None
+
+
+def test_select_best_without_a_validation_split_reports_the_last_step(tmp_path):
+    # the trainer only selects on a validation split; the row must not claim a selection
+    base = tiny_base()
+    base.dataset.validation = 0
+    base.train.select_best = True
+    (row,) = compare.compare(base, "bc", str(tmp_path), echo=lambda _: None)
+    result = json.load(open(tmp_path / "bc" / "result.json"))
+    assert result["best_val_accuracy"] is None and not row["select_best"]
+    assert row["test_accuracy"] == result["final_test_accuracy"]
+    assert "best val" not in (tmp_path / "comparison.md").read_text()
