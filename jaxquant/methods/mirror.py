@@ -14,7 +14,8 @@ relaxation whose sharpness beta_t is annealed (METHODS.md §1):
 b = beta_t; s = the step the preceding optimizer proposes (e.g. -lr * the Adam
 direction of dL/dx or dL/du); simplex latents carry a leading axis of size d (the
 number of levels q_l): shape (d, *w.shape), each level one contiguous array (a
-trailing axis of size 2 makes every level slice a strided gather). So `optax.chain(optax.adam(lr), mirror_step("tanh", beta))` is MD-tanh.
+trailing axis of size 2 makes every level slice a strided gather). So
+`optax.chain(optax.adam(lr), mirror_step("tanh", beta))` is MD-tanh.
 The "-S" forms are the numerically stable equivalents of MD: with a constant
 beta and equivalent initial points (x0 = tanh(beta y0), u0 = softmax(beta ut0))
 md_tanh / md_tanh_s and md_softmax / md_softmax_s follow the same trajectory,
