@@ -39,7 +39,8 @@ def table(cells, source) -> str:
     lines = [head, "|" + "---|" * (len(models) + 1)]
     fp = [cells[m].get("fp") for m in models]
     lines.append("| fp step (ms), batch | " + " | ".join(
-        f"{r['step_ms']:.3g}, {r['batch']}" if r else "" for r in fp) + " |")
+        f"{r['step_ms']:.0f}, {r['batch']}" if r and r["step_ms"] >= 100
+        else f"{r['step_ms']:.3g}, {r['batch']}" if r else "" for r in fp) + " |")
     for method in methods:
         if method == "fp":
             continue
