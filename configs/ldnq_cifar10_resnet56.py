@@ -7,12 +7,8 @@ cascade SGD 1e-3 / momentum 0.9 / wd 5e-4 after each layer. Train the FP model f
 --workdir runs/fp_cifar10_resnet56` (option-B shortcuts, as the L-DNQ code's ResNets).
 Other codebooks: --config.ldnq.levels=5|7|9|11.
 """
-from jaxquant.ptq.ldnq import base_config
+from jaxquant.ptq.ldnq import cifar10_config
 
 
 def get_config():
-    c = base_config()
-    c.dataset.update(name="cifar10")
-    c.model.update(name="resnet56", shortcut="B")
-    c.init_checkpoint = "runs/fp_cifar10_resnet56"
-    return c
+    return cifar10_config("resnet56")

@@ -108,6 +108,16 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def cifar10_config(model: str) -> ml_collections.ConfigDict:
+    """L-DNQ on CIFAR-10 from a full-precision run of `model` (option-B shortcuts, as
+    the L-DNQ code's ResNets) in runs/fp_cifar10_<model> (the `configs/ldnq_cifar10_*` files)."""
+    c = base_config()
+    c.dataset.update(name="cifar10")
+    c.model.update(name=model, shortcut="B")
+    c.init_checkpoint = f"runs/fp_cifar10_{model}"
+    return c
+
+
 def imagenet_config(model: str, **model_fields) -> ml_collections.ConfigDict:
     """L-DNQ on ImageNet from torchvision's `model` weights converted into
     runs/torchvision_<model> (`python -m jaxquant.convert`): 1% of the train split,
