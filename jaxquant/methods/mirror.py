@@ -128,12 +128,13 @@ def tanh_dual_step(x: Array, u: Array, beta: Array) -> Array:
 
 
 def softmax_dual_step(p: Array, u: Array, beta: Array) -> Array:
-    """One MD-softmax step in log space: softmax(log max(p, tiny) + beta u) over the last axis.
+    """One MD-softmax step in log space: softmax(log max(p, tiny) + beta u) over the level axis.
 
     = normalize(p * exp(beta u)) without overflow; p on the simplex, shape (d, ...).
     """
     tiny = jnp.finfo(p.dtype).tiny
-    return _softmax_last(jnp.log(jnp.maximum(p, tiny)) + _limit(beta.astype(p.dtype) * u))
+    z = jnp.log(jnp.maximum(p, tiny)) + _limit(beta.astype(p.dtype) * u)
+    return jnp.stack(_level_softmax(z, jnp.ones((), p.dtype)))
 
 
 def mirror_step(kind: str, beta: optax.ScalarOrSchedule = 1.0) -> optax.GradientTransformation:
@@ -191,8 +192,7 @@ def tanh_round(y: Array, n_levels: int = 2) -> Array:
 
 def simplex_softmax(ut: Array, beta: Array) -> Array:
     """softmax(beta ut) over the level axis; ut - max(ut) first, so beta up to 1e35 cannot overflow."""
-    top = jax.lax.stop_gradient(functools.reduce(jnp.maximum, _levels_of(ut)))
-    return _softmax_last(beta.astype(ut.dtype) * (ut - top[None]))
+    return jnp.stack(_level_softmax(ut, beta))
 
 
 @jax.custom_vjp
@@ -230,20 +230,26 @@ def _per_level(q: Array, g: Array) -> Array:
     return q.reshape((-1,) + (1,) * g.ndim) * g[None]
 
 
-def _softmax_last(z: Array) -> Array:
-    """softmax over the level axis, max-shifted (no overflow), unrolled over the levels."""
+def _level_softmax(z: Array, beta: Array) -> list[Array]:
+    """[u_l] = softmax(beta z) over the level axis, one array per level: z - max(z) before
+    the scaling (beta up to 1e35 cannot overflow), no (d, ...) array built and sliced again."""
     parts = _levels_of(z)
     top = jax.lax.stop_gradient(functools.reduce(jnp.maximum, parts))
-    e = [jnp.exp(p - top) for p in parts]
-    total = functools.reduce(jnp.add, e)
-    return jnp.stack([x / total for x in e])
+    b = beta.astype(z.dtype)
+    e = [jnp.exp(b * (p - top)) for p in parts]
+    inv = 1.0 / functools.reduce(jnp.add, e)
+    return [x * inv for x in e]
+
+
+def _weighted(parts: list[Array], q: Array) -> Array:
+    """sum_l q_l parts[l]."""
+    return functools.reduce(jnp.add, [p * q[i] for i, p in enumerate(parts)])
 
 
 @jax.custom_vjp
 def expected_weight(u: Array, q: Array) -> Array:
     """sum_l u_l q_l: (d, ...) simplex points -> (...) weights; backward g_u = q g."""
-    q = q.astype(u.dtype)
-    return functools.reduce(jnp.add, [p * q[i] for i, p in enumerate(_levels_of(u))])
+    return _weighted(_levels_of(u), q.astype(u.dtype))
 
 
 def _expected_fwd(u, q):
@@ -259,15 +265,9 @@ expected_weight.defvjp(_expected_fwd, _expected_bwd)
 
 
 def _soft_weight(ut: Array, beta: Array, q: Array) -> tuple[Array, list[Array]]:
-    """(sum_l q_l u_l, [u_l]) for u = softmax(beta ut) over the level axis, level by level:
-    no (d, ...) array is built and sliced again."""
-    parts = _levels_of(ut)
-    top = jax.lax.stop_gradient(functools.reduce(jnp.maximum, parts))
-    b = beta.astype(ut.dtype)
-    e = [jnp.exp(b * (p - top)) for p in parts]
-    inv = 1.0 / functools.reduce(jnp.add, e)
-    u = [x * inv for x in e]
-    return functools.reduce(jnp.add, [p * q[i] for i, p in enumerate(u)]), u
+    """(sum_l q_l u_l, [u_l]) for u = softmax(beta ut) over the level axis, level by level."""
+    u = _level_softmax(ut, beta)
+    return _weighted(u, q), u
 
 
 @jax.custom_vjp
