@@ -478,14 +478,13 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
             if done % ckpt_every == 0 or done == end:
                 save(done)
             bar.update(1)
-            if jax.process_count() > 1:  # stop together: agree at the steps every process logs
-                agreed = (parallel.agree_on_signal(stop.get("signal"))
-                          if done % log_every == 0 or done == end else None)
-                if agreed is not None:
-                    stop["signal"] = agreed
-            else:
-                agreed = stop.get("signal")
+            # processes stop together: they agree on a signal at the steps all of them log
+            # (on one process agree_on_signal is the local signal, checked every step)
+            agreed = None
+            if jax.process_count() == 1 or done % log_every == 0 or done == end:
+                agreed = parallel.agree_on_signal(stop.get("signal"))
             if agreed is not None:
+                stop["signal"] = agreed
                 if done % ckpt_every and done != end:
                     save(done)
                 raise Preempted()
