@@ -30,6 +30,10 @@ def load(paths):
     return cells, source
 
 
+def _ms(ms: float) -> str:
+    return f"{ms:.0f}" if ms >= 100 else f"{ms:.3g}"
+
+
 def table(cells, source) -> str:
     models = list(cells)
     methods = []
@@ -39,8 +43,7 @@ def table(cells, source) -> str:
     lines = [head, "|" + "---|" * (len(models) + 1)]
     fp = [cells[m].get("fp") for m in models]
     lines.append("| fp step (ms), batch | " + " | ".join(
-        f"{r['step_ms']:.0f}, {r['batch']}" if r and r["step_ms"] >= 100
-        else f"{r['step_ms']:.3g}, {r['batch']}" if r else "" for r in fp) + " |")
+        f"{_ms(r['step_ms'])}, {r['batch']}" if r else "" for r in fp) + " |")
     for method in methods:
         if method == "fp":
             continue
