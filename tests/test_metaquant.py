@@ -232,3 +232,26 @@ def test_metaquant_dorefa_sgd_digits_reaches_90_percent(tmp_path):
     c.train.update(epochs=5, log_every_steps=110)
     result = train.train_and_evaluate(c, str(tmp_path), log=lambda *_: None)
     assert result["test_accuracy"] >= 0.90
+
+
+def test_every_table_config_runs_the_released_step_rule():
+    """Table 1 was produced by the released meta-quantize.py: every table config (and the
+    launcher's rows) must pick variant='released'; the library default stays 'paper'."""
+    import glob
+    import itertools
+    import re
+    assert DEFAULTS["metaquant"]["variant"] == "paper"
+    table = runpy.run_path(os.path.join(REPO, "configs", "metaquant_cifar.py"))["get_config"]
+    for net, fwd, opt, meta in itertools.product(
+            ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110"), ("dorefa", "bwn"),
+            ("sgd", "adam"), ("multifc", "fcgrad", "lstmfc")):
+        assert table(f"{net},{fwd},{opt},{meta}").method.variant == "released"
+    files = glob.glob(os.path.join(REPO, "configs", "metaquant_*.py"))
+    assert len(files) >= 15
+    for path in files:
+        name = os.path.basename(path)[:-3]
+        cfg = table() if name == "metaquant_cifar" else load_config(name)
+        assert cfg.method.name == "metaquant" and cfg.method.variant == "released", name
+    launcher = open(os.path.join(REPO, "launch", "metaquant.sh")).read()
+    assert "configs/metaquant_cifar.py" in launcher and "variant" not in launcher
+    assert set(re.findall(r"configs/(metaquant\w*)\.py", launcher)) == {"metaquant_cifar"}
