@@ -298,7 +298,7 @@ def test_metaquant_table_ste_cells_use_the_released_backward_rules():
     from conftest import load_config
     text, names = _launcher_configs()
     assert {"dorefa_cifar10_resnet20", "bwn_cifar10_resnet20"} <= set(names)
-    assert "backward" not in text  # the launcher does not override the configs' rules
+    assert "--config.method." not in text  # the launcher does not override the configs' rules
     dorefa_cfg, bwn_cfg = load_config("dorefa_cifar10_resnet20"), load_config("bwn_cifar10_resnet20")
     assert dict(dorefa_cfg.method) == dict(name="dorefa", weight_bits=1, one_bit_scale=False,
                                            detach_max=True, one_bit_backward="tanh")
@@ -314,3 +314,11 @@ def test_metaquant_table_ste_cells_use_the_released_backward_rules():
                       mask=KERNEL_ONLY, steps_per_epoch=1)
         np.testing.assert_allclose(_kernel_grad(methods.build(cfg.method.name, ctx)), expected,
                                    rtol=1e-5)
+
+
+def test_cli_refuses_an_unknown_backward_rule_with_the_key_and_the_choices(tmp_path):
+    from test_faults import argv_for, run_main
+    code, _, err = run_main(argv_for(tmp_path, "--config.method.one_bit_backward=sign",
+                                     config="configs/ste_dorefa_sgd_digits.py"))
+    assert code == 2 and "Traceback" not in err
+    assert "config.method.one_bit_backward 'sign'" in err and "identity, tanh" in err

@@ -253,5 +253,33 @@ def test_every_table_config_runs_the_released_step_rule():
         cfg = table() if name == "metaquant_cifar" else load_config(name)
         assert cfg.method.name == "metaquant" and cfg.method.variant == "released", name
     launcher = open(os.path.join(REPO, "launch", "metaquant.sh")).read()
-    assert "configs/metaquant_cifar.py" in launcher and "variant" not in launcher
+    assert "configs/metaquant_cifar.py" in launcher and "--config.method." not in launcher
     assert set(re.findall(r"configs/(metaquant\w*)\.py", launcher)) == {"metaquant_cifar"}
+
+
+def test_launcher_reports_the_papers_statistic_the_mean_of_the_last_10_evaluations(tmp_path):
+    """launch/metaquant.sh's last10 on a run logged over 12 epochs, one epoch logged twice
+    (a resumed run): the mean of epochs 3..12, each step once."""
+    import json
+    import subprocess
+    import sys
+    run = tmp_path / "resnet20_dorefa_sgd_multifc"
+    run.mkdir()
+    accs = [0.10, 0.20, 0.50, 0.52, 0.54, 0.56, 0.58, 0.60, 0.62, 0.64, 0.66, 0.70]
+    lines = [dict(step=100 * (i + 1), test_accuracy=a) for i, a in enumerate(accs)]
+    lines.insert(5, dict(step=50, train_loss=1.0))                       # a log-only record
+    lines.insert(4, dict(step=500, test_accuracy=0.30))                  # logged before a
+    # preemption; the resumed run logged step 500 again (0.54): the later record counts
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    script = os.path.join(REPO, "launch", "metaquant.sh")
+    # the launcher's function definitions only (sourcing it would run the table)
+    defs = subprocess.run(["sed", "-n", "/^last10() {/,/^}/p", script], capture_output=True,
+                          text=True, check=True).stdout
+    assert defs.startswith("last10()")
+    out = subprocess.run(["bash", "-c", defs + "\nlast10 resnet20_dorefa_sgd_multifc 88.94"],
+                         env=dict(os.environ, RUNS=str(tmp_path), PYTHON=sys.executable),
+                         capture_output=True, text=True, check=True).stdout
+    expected = 100 * sum(accs[2:]) / 10                                  # 59.20
+    assert out.split() == ["resnet20_dorefa_sgd_multifc", "paper", "88.94", "last-10", "mean",
+                           f"{expected:.2f}"]
+    assert (tmp_path / "table_last10.tsv").read_text().split("\t")[2] == f"{expected:.2f}"
