@@ -78,10 +78,10 @@ def dorefa_weight(w: Array, bits: int, scale: bool = False, ste: bool = False,
     `detach_max` stops the gradient through m = max|tanh w| (MetaQuant's
     variant), giving d/dw = (1 - tanh² w) / m. At 1 bit `one_bit_backward` picks:
       'identity': straight through sign, d/dw = 1 (DoReFa's 1-bit rule);
-      'tanh':     the k-bit rule kept at 1 bit, d/dw = d/dw [tanh(w) / m]
-                  = (1 - tanh² w) / m with a detached m (MetaQuant's released
+      'tanh':     the k-bit rule kept at 1 bit, d/dw = d/dw [tanh(w) / m], i.e.
+                  (1 - tanh² w) / m with `detach_max` (MetaQuant's released
                   utils/quantize.py, whose 1-bit forward is 2 q_1(W̃) - 1 with the
-                  STE through the rounding only).
+                  STE through the rounding only and m detached).
     Either way times E with `scale`. Without `ste` no gradient rule is implied.
     """
     bits = check_bits(bits)

@@ -283,3 +283,36 @@ def test_launcher_reports_the_papers_statistic_the_mean_of_the_last_10_evaluatio
     assert out.split() == ["resnet20_dorefa_sgd_multifc", "paper", "88.94", "last-10", "mean",
                            f"{expected:.2f}"]
     assert (tmp_path / "table_last10.tsv").read_text().split("\t")[2] == f"{expected:.2f}"
+
+
+@pytest.mark.slow  # ~100 python start-ups
+def test_launcher_dry_run_every_row_with_a_seed(tmp_path):
+    """launch/metaquant.sh with a stand-in python that records each training command and
+    writes a one-evaluation result: 5 warm starts and 50 cells, each cell seeded and
+    labelled by SEED, warm-started from its net's run, and followed by its last-10 line."""
+    import subprocess
+    import sys
+    fake = tmp_path / "python"
+    fake.write_text(
+        "#!/usr/bin/env bash\n"
+        'if [ "$1" != -m ]; then exec "$REAL_PYTHON" "$@"; fi\n'
+        'echo "$@" >> "$CALLS"\n'
+        'while [ $# -gt 0 ]; do [ "$1" = --workdir ] && w=$2; shift; done\n'
+        'mkdir -p "$w"; echo \'{"test_accuracy": 0.5}\' > "$w/result.json"\n'
+        'echo \'{"step": 1, "test_accuracy": 0.5}\' > "$w/metrics.jsonl"\n')
+    fake.chmod(0o755)
+    calls = tmp_path / "calls.txt"
+    env = dict(os.environ, PYTHON=str(fake), REAL_PYTHON=sys.executable, CALLS=str(calls),
+               RUNS=str(tmp_path / "runs"), SEED="2")
+    out = subprocess.run(["bash", os.path.join(REPO, "launch", "metaquant.sh")], cwd=REPO, env=env,
+                         capture_output=True, text=True, check=True).stdout
+    cmds = calls.read_text().splitlines()
+    fp = [c for c in cmds if "fp_cifar10_resnet20.py" in c]
+    cells = [c for c in cmds if c not in fp]
+    assert len(fp) == 5 and len(cells) == 50
+    assert all("--config.seed=2" in c and "_seed2 " in c + " " for c in cells)
+    assert not any("--config.seed" in c for c in fp)  # warm starts shared by every seed
+    for c in cells:
+        net = os.path.basename(c.split("--workdir ")[1].split()[0]).split("_")[0]
+        assert f"--config.init_checkpoint={tmp_path}/runs/fp_" in c and c.endswith(f"_{net}")
+    assert out.count("last-10 mean") == 50 and "FAILED" not in out
