@@ -68,6 +68,7 @@ def _write(out, setup, rows):
                      f"{np.mean(r['seconds']):.1f} |")
     with open(out + ".md", "w") as f:
         f.write(f"MetaQuant vs STE, {', '.join(f'{k}={v}' for k, v in setup.items())}\n\n"
+                f"Command: `{' '.join(['python bench/metaquant_vs_ste.py', *setup['argv']])}`\n\n"
                 + "\n".join(lines) + "\n")
     return lines
 
@@ -99,7 +100,7 @@ def main(argv=None):
 
     first = dict(configs(seeds[0]))
     ste, mq = first["STE"].method, _config("metaquant_dorefa_sgd_digits", args, seeds[0]).method
-    setup = dict(dataset="fashion_mnist", model=f"mlp {args.features}", weights="dorefa 1 bit (±1)",
+    setup = dict(argv=list(sys.argv[1:] if argv is None else argv), dataset="fashion_mnist", model=f"mlp {args.features}", weights="dorefa 1 bit (±1)",
                  optimizer=f"sgd lr {args.lr} cosine", steps=args.steps, batch_size=args.batch_size,
                  seeds=seeds,
                  ste_backward=f"dorefa one_bit_backward={ste.one_bit_backward}, detach_max="
