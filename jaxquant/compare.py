@@ -328,9 +328,11 @@ def _runner(spec: Spec) -> Callable:
 
 
 def run_method(spec: Spec, config, workdir: str, *, overwrite: bool = False,
-               echo: Callable[[str], None] = print) -> dict:
+               echo: Callable[[str], None] = print, tag: str = "") -> dict:
     """Train, export and measure one method; a row of the comparison (never raises for
-    a method that fails: the row's `error` says why)."""
+    a method that fails: the row's `error` says why). Its progress lines are echoed
+    after `tag` (default `[<label>]`; the comparison's `[3/11] md_tanh_s:`)."""
+    tag = tag or f"[{spec.label}]"
     from jaxquant import export
     row = dict(label=spec.label, method=str(config.method.name),
                method_config=config.method.to_dict(), workdir=workdir, error=None)
@@ -339,12 +341,12 @@ def run_method(spec: Spec, config, workdir: str, *, overwrite: bool = False,
         shutil.rmtree(workdir, ignore_errors=True)  # no training progress to keep there
     os.makedirs(workdir, exist_ok=True)
     log_path = os.path.join(workdir, "compare.log")
-    tee = _Tee(log_path, lambda line: echo(f"  [{spec.label}] {line}"))
+    tee = _Tee(log_path, lambda line: echo(f"  {tag} {line}"))
     reused = None if overwrite else _finished_result(workdir, config)
     try:
         if reused is not None:
             result = reused
-            echo(f"  [{spec.label}] already trained in {workdir}; reusing its result.json")
+            echo(f"  {tag} already trained in {workdir}; reusing its result.json")
         else:
             with contextlib.redirect_stdout(tee):
                 result = _runner(spec)(config, workdir)
@@ -465,7 +467,7 @@ def compare(base, methods: str | list[Spec], workdir: str, *, overwrite: bool = 
         echo(f"[{i + 1}/{len(specs)}] {spec.label}: config.method={config.method.to_dict()} "
              f"-> {os.path.join(workdir, spec.label)}")
         row = run_method(spec, config, os.path.join(workdir, spec.label), overwrite=overwrite,
-                         echo=echo)
+                         echo=echo, tag=f"[{i + 1}/{len(specs)}] {spec.label}:")
         rows.append(row)
         echo(f"[{i + 1}/{len(specs)}] {spec.label}: " + (
             f"ERROR {row['error']}" if row["error"] else

@@ -113,8 +113,23 @@ def main(argv):
         sys.exit(EXIT_SIGNAL_BASE + result["signal"] if result.get("signal") else 0)
     if not parallel.is_main_process():
         return
+    size = _size_line(_WORKDIR.value)
+    if size:
+        print(size)
     print(f"test accuracy: {100 * result['test_accuracy']:.2f}% "
           f"(hard-quantized network, step {result['step']}, workdir {_WORKDIR.value})")
+
+
+def _size_line(workdir: str) -> str | None:
+    """The totals line of the run's size report (float32 vs quantized bytes, compression),
+    i.e. the last line of `<workdir>/summary.txt`; None if there is none."""
+    path = os.path.join(workdir, "summary.txt")
+    try:
+        with open(path) as f:
+            lines = f.read().strip().splitlines()
+    except OSError:
+        return None
+    return f"weights: {lines[-1]} (per layer: {path})" if lines else None
 
 
 def _message(e: BaseException) -> str:
