@@ -1,6 +1,8 @@
 """Command-line trainer: `python -m jaxquant.main --config configs/x.py --workdir runs/x`.
 
-Any config field can be overridden with `--config.section.key=value`. User
+Any config field can be overridden with `--config.section.key=value`, and so can
+every key of the chosen method and model, set by the file or not (the config's
+method and model sections are completed with their defaults first). User
 mistakes (unknown names, missing data, bad overrides) end with a one-paragraph
 message and exit code 2, without a traceback.
 
@@ -21,7 +23,6 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from jaxquant.errors import UserError
-
 
 
 class _CompletingParser(flags.ArgumentParser):
