@@ -98,9 +98,10 @@ def main(argv=None):
             c.method.meta_net = net
             yield f"MetaQuant {net}", c
 
-    first = dict(configs(seeds[0]))
-    ste, mq = first["STE"].method, _config("metaquant_dorefa_sgd_digits", args, seeds[0]).method
-    setup = dict(argv=list(sys.argv[1:] if argv is None else argv), dataset="fashion_mnist", model=f"mlp {args.features}", weights="dorefa 1 bit (±1)",
+    ste = _config("ste_dorefa_sgd_digits", args, seeds[0]).method
+    mq = _config("metaquant_dorefa_sgd_digits", args, seeds[0]).method
+    setup = dict(argv=list(sys.argv[1:] if argv is None else argv), dataset="fashion_mnist",
+                 model=f"mlp {args.features}", weights="dorefa 1 bit (±1)",
                  optimizer=f"sgd lr {args.lr} cosine", steps=args.steps, batch_size=args.batch_size,
                  seeds=seeds,
                  ste_backward=f"dorefa one_bit_backward={ste.one_bit_backward}, detach_max="
