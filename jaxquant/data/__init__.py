@@ -13,6 +13,10 @@ Sources (config.dataset.name):
 - `image_folder:<path>`: `<path>/{train,test}/<class>/*.jpg|png|JPEG`.
 - `tiny_imagenet:<path>`: the official tiny-imagenet-200 layout (val = test).
 
+Byte-level text corpora for language models (`jaxquant.data.text`, `load_text(name, seq_len)`):
+`text_file:<path>[,<path>...]` and `fortunes` (Debian's fortunes package, offline). The trainer
+does not take them yet (issue 22): `load` refuses them with a message saying so.
+
 Augmentation and normalisation (jittable) live in `jaxquant.data.augment`.
 File-based sources are decoded once and cached as .npy (see `cache.py`). A
 validation split, if asked for, is the last `config.dataset.validation`
@@ -40,6 +44,7 @@ IMAGENET_SIZE = 224
 
 _NAMES = ("digits", "fashion_mnist", "cifar10", "cifar100", "imagenet2012")
 _PATH_NAMES = ("image_folder", "tiny_imagenet")
+TEXT_NAMES = ("text_file:<path>", "fortunes")
 
 
 def names() -> list[str]:
@@ -52,6 +57,10 @@ def load(cfg) -> Dataset:
     name = str(cfg.name)
     data_dir = os.path.expanduser(str(cfg.get("data_dir", "") or ""))
     kind, _, path = name.partition(":")
+    if kind in ("text_file", "fortunes"):
+        raise DataError(f"config.dataset.name={name!r} is a byte-level language-model corpus, which "
+                        f"the trainer does not train on yet (issue 22). Load it in Python with "
+                        f"jaxquant.data.load_text({name!r}, seq_len).")
     if kind in _PATH_NAMES and path:
         loader = _load_image_folder if kind == "image_folder" else _load_tiny_imagenet
         train, test, num_classes, class_names = loader(os.path.expanduser(path), data_dir)
@@ -103,6 +112,13 @@ def _augment_kind(cfg, kind: str, image_shape: tuple) -> str:
     if kind == "image_folder" and image_shape == (32, 32, 3):
         return "crop_flip"
     return "none"
+
+
+def load_text(name: str, seq_len: int, validation: float = 0.05, test: float = 0.05):
+    """A byte-level text corpus (`text_file:<path>` or `fortunes`) split by position and
+    cut into windows of `seq_len` next-byte predictions (see `jaxquant.data.text`)."""
+    from jaxquant.data import text
+    return text.load(name, seq_len, validation, test)
 
 
 # ---------------------------------------------------------------- sources
