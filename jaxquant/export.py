@@ -295,6 +295,10 @@ _FIELDS = {
     "info": (lambda v: isinstance(v, dict), "an object"),
     "tensors": (lambda v: isinstance(v, list), "a list of tensor entries"),
 }
+_INFO_FIELDS = {
+    "step": (lambda v: v is None or _is_int(v), "an integer >= 0"),
+    "training_test_accuracy": (_is_number, "a number"),
+}
 _TENSOR_FIELDS = {
     "collection": (lambda v: v in COLLECTIONS, f"one of {', '.join(COLLECTIONS)}"),
     "path": (lambda v: isinstance(v, list) and v and all(isinstance(k, str) for k in v),
@@ -322,6 +326,9 @@ def _check_structure(manifest: dict, path: str) -> None:
         value = manifest.get(key, _MISSING)
         if value is _MISSING or not ok(value):
             bad(key, value, allowed)
+    for key, (ok, allowed) in _INFO_FIELDS.items():  # optional
+        if key in manifest["info"] and not ok(manifest["info"][key]):
+            bad(f"info.{key}", manifest["info"][key], allowed)
     for i, entry in enumerate(manifest["tensors"]):
         if not isinstance(entry, dict):
             bad(f"tensors[{i}]", entry, "an object")
