@@ -117,6 +117,7 @@ def verify(step_dir: str, items: Sequence[str] | None = None) -> bool:
 
 _TS_NOISE = re.compile(r"\s*(\[tensorstore_spec=.*|See full TensorStore details:.*)$", re.S)
 _LOCAL_FILE = re.compile(r'local file "([^"]+)"')
+_READING = re.compile(r'Error reading "([^"]+)" in OCDBT')
 
 
 def describe_read_error(error: BaseException) -> str:
@@ -131,10 +132,11 @@ def describe_read_error(error: BaseException) -> str:
     texts = [_TS_NOISE.sub("", " ".join(str(x).split())).strip() for x in chain]
     texts = [t for t in texts if t] or [type(error).__name__]
     named = [t for t in texts if _LOCAL_FILE.search(t)]
-    if named:  # '... local file "<path>": <reason>' -> '<path>: <reason>'
+    if named:  # '... reading "<key>" ... local file "<path>": <reason>' -> '<path>: <reason> (<key>)'
         last = list(_LOCAL_FILE.finditer(named[0]))[-1]
         reason = named[0][last.end():].lstrip(': ') or named[0]
-        text = f"{last.group(1)}: {reason}"
+        key = _READING.search(named[0])
+        text = f"{last.group(1)}: {reason}" + (f" (reading {key.group(1)})" if key else "")
     else:
         text = texts[-1] if len(texts[0]) > 300 else texts[0]
     return text if len(text) <= 300 else text[:297] + "..."
