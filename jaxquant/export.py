@@ -161,10 +161,8 @@ def _leaves(tree) -> list[tuple[list[str], np.ndarray]]:
 def _mask_leaves(mask, tree) -> list[bool]:
     if mask is None:
         return [True] * len(jax.tree.leaves(tree))
-    flags = jax.tree.leaves(mask)
-    if len(flags) != len(jax.tree.leaves(tree)):
-        raise ValueError("the mask must have the structure of the params pytree.")
-    return [bool(f) for f in flags]
+    from jaxquant.methods.checks import mask_for
+    return [bool(f) for f in jax.tree.leaves(mask_for(mask, tree))]
 
 
 def _nest(items: Sequence[tuple[list[str], np.ndarray]]) -> dict:

@@ -141,3 +141,11 @@ def test_sixteen_levels_are_the_symmetric_integers_without_zero():
     assert checks.MAX_SIMPLEX_LEVELS == 16
     np.testing.assert_array_equal(M.level_values(16), [-8, -7, -6, -5, -4, -3, -2, -1,
                                                        1, 2, 3, 4, 5, 6, 7, 8])
+
+
+def test_export_refuses_the_same_bad_masks():
+    from jaxquant import export
+    with pytest.raises(TypeError, match="mask leaf 'dense/bias' is str 'no'"):
+        export.summary_table(PARAMS, {"dense": {"kernel": True, "bias": "no"}})
+    with pytest.raises(ValueError, match="mask does not have the structure.*dense/bias"):
+        export.summary_table(PARAMS, {"dense": {"kernel": True}})
