@@ -21,6 +21,7 @@ def base_config() -> ml_collections.ConfigDict:
         validation=0,     # examples carved from the end of train as a validation split
         augment="",       # '' = the dataset's default; 'none' | 'crop_flip' | 'resized_crop_flip'
         image_size=224,   # imagenet2012: crop size (test: resize to image_size / 0.875, center crop)
+        seq_len=256,      # text corpora (text_file:<path>, fortunes): bytes of context per window
     ))
     c.model = ml_collections.ConfigDict(dict(
         name="mlp",

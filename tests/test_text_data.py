@@ -1,6 +1,7 @@
 """Byte-level text corpora: files, the split by position, windows, the fortunes corpus."""
 import math
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -72,9 +73,19 @@ def test_bad_fractions_short_splits_and_unknown_names_are_data_errors(tmp_path):
         text.load(f"text_file:{f}", 8)
     with pytest.raises(DataError, match="text_file:<path>"):
         text.load("shakespeare", 8)
-    cfg = ml_collections.ConfigDict(dict(name=f"text_file:{f}", validation=0, augment=""))
-    with pytest.raises(DataError, match="does not train on yet"):
+    cfg = ml_collections.ConfigDict(dict(name=f"text_file:{f}", validation=10, seq_len=8))
+    with pytest.raises(DataError, match="leave config.dataset.validation at 0"):
         data.load(cfg)
+
+
+def test_text_file_source_gives_the_trainer_windows_without_normalisation(tmp_path):
+    f = _write(tmp_path, "t.txt", bytes(range(200)))
+    ds = data.load(ml_collections.ConfigDict(dict(name=f"text_file:{f}", validation=0, seq_len=8)))
+    assert (ds.num_classes, ds.image_shape, ds.mean, ds.augment) == (256, (8,), (), "none")
+    assert ds.train.images.shape == ds.train.labels.shape == ((180 - 1) // 8, 8)
+    np.testing.assert_array_equal(ds.train.images[2], range(16, 24))
+    np.testing.assert_array_equal(ds.train.labels[2], range(17, 25))
+    np.testing.assert_array_equal(ds.test.images[0], range(190, 198))  # last 5% of the file
 
 
 def test_bits_per_byte_is_nats_over_ln2():
@@ -128,3 +139,30 @@ def test_bitnet_transformer_learns_fortunes_bytes_without_the_trainer():
     val_bpb = text.bits_per_byte(optax.softmax_cross_entropy_with_integer_labels(logits, y).mean())
     assert np.mean(losses[-10:]) < 3.6  # measured 3.2 (seed 0, 60 steps)
     assert val_bpb < 5.0  # measured 4.45: far below the uniform 8 bits per byte
+
+
+@pytest.mark.slow  # two CLI runs (~1 min each on a loaded 2-core machine)
+@fortunes
+def test_lm_configs_train_end_to_end_through_the_cli(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from conftest import REPO
+    tiny = ["--config.model.layers=1", "--config.model.width=16", "--config.model.heads=2",
+            "--config.model.seq_len=16", "--config.dataset.seq_len=16", "--config.train.steps=3",
+            "--config.train.eval_every_steps=3", "--config.train.batch_size=8",
+            "--config.train.eval_batch_size=2048", "--config.schedule.warmup=0"]
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    for name in ("lm_fortunes_bitnet", "lm_fortunes_fp"):
+        out = subprocess.run([sys.executable, "-m", "jaxquant.main", "--config", f"configs/{name}.py",
+                              "--workdir", str(tmp_path / name), *tiny], cwd=REPO, env=env,
+                             capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert json.load(open(tmp_path / name / "result.json"))["step"] == 3
+        last = [json.loads(line) for line in open(tmp_path / name / "metrics.jsonl")][-1]
+        # per next-byte prediction (not summed over the 16 positions of a window)
+        assert 0 < last["test_loss"] < math.log(256) + 1 and 0 <= last["test_accuracy"] <= 1
+        summary = open(tmp_path / name / "summary.txt").read()
+        q_bits = [re.split(r"\s{2,}", line)[2] for line in summary.splitlines()
+                  if line.startswith("block0/attn/q/kernel")]
+        assert q_bits == (["2"] if name == "lm_fortunes_bitnet" else ["32"])

@@ -25,7 +25,7 @@ def test_logits_are_batch_by_time_by_vocab_and_shorter_inputs_run():
     model, v, tokens = _build()
     assert model.apply(v, tokens).shape == (3, 16, 256)
     assert model.apply(v, tokens[:, :5].astype(jnp.uint8)).shape == (3, 5, 256)
-    with pytest.raises(ValueError, match="seq_len=16"):
+    with pytest.raises(ConfigError, match="config.model.seq_len=16"):
         model.apply(v, jnp.zeros((1, 17), jnp.int32))
 
 

@@ -13,9 +13,12 @@ Sources (config.dataset.name):
 - `image_folder:<path>`: `<path>/{train,test}/<class>/*.jpg|png|JPEG`.
 - `tiny_imagenet:<path>`: the official tiny-imagenet-200 layout (val = test).
 
-Byte-level text corpora for language models (`jaxquant.data.text`, `load_text(name, seq_len)`):
-`text_file:<path>[,<path>...]` and `fortunes` (Debian's fortunes package, offline). The trainer
-does not take them yet (issue 22): `load` refuses them with a message saying so.
+- `text_file:<path>[,<path>...]`, `fortunes` (Debian's fortunes package, offline): byte-level
+  text for language models (`jaxquant.data.text`): every file split by position into 90% train,
+  5% validation, 5% test; examples are windows of `config.dataset.seq_len` bytes with their
+  next-byte targets (labels (N, T)), no normalisation, no augmentation.
+  `config.dataset.validation` must stay 0 (the split is by position). In Python,
+  `load_text(name, seq_len)` gives the splits and random-window sampling.
 
 Augmentation and normalisation (jittable) live in `jaxquant.data.augment`.
 File-based sources are decoded once and cached as .npy (see `cache.py`). A
@@ -42,9 +45,8 @@ DIGITS_TEST_SIZE = 360
 DIGITS_SEED = 0
 IMAGENET_SIZE = 224
 
-_NAMES = ("digits", "fashion_mnist", "cifar10", "cifar100", "imagenet2012")
-_PATH_NAMES = ("image_folder", "tiny_imagenet")
-TEXT_NAMES = ("text_file:<path>", "fortunes")
+_NAMES = ("digits", "fashion_mnist", "cifar10", "cifar100", "imagenet2012", "fortunes")
+_PATH_NAMES = ("image_folder", "tiny_imagenet", "text_file")
 
 
 def names() -> list[str]:
@@ -57,10 +59,13 @@ def load(cfg) -> Dataset:
     name = str(cfg.name)
     data_dir = os.path.expanduser(str(cfg.get("data_dir", "") or ""))
     kind, _, path = name.partition(":")
-    if kind in ("text_file", "fortunes"):
-        raise DataError(f"config.dataset.name={name!r} is a byte-level language-model corpus, which "
-                        f"the trainer does not train on yet (issue 22). Load it in Python with "
-                        f"jaxquant.data.load_text({name!r}, seq_len).")
+    if (kind == "text_file" and path) or name == "fortunes":
+        from jaxquant.data import text
+        if cfg.get("validation", 0):
+            raise DataError(f"config.dataset.validation={cfg.get('validation')!r}: text corpora are "
+                            f"split by position (5% validation, 5% test of every file); leave "
+                            f"config.dataset.validation at 0.")
+        return text.dataset(name, cfg.get("seq_len", 256))
     if kind in _PATH_NAMES and path:
         loader = _load_image_folder if kind == "image_folder" else _load_tiny_imagenet
         train, test, num_classes, class_names = loader(os.path.expanduser(path), data_dir)

@@ -24,6 +24,7 @@ fewer than T bytes) exactly once. Bits per byte = mean next-byte cross-entropy (
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 from typing import NamedTuple, Sequence
@@ -32,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxquant.data.dataset import DataError
+from jaxquant.data.dataset import DataError, Dataset
 
 FORTUNES_DIR = "/usr/share/games/fortunes"
 FORTUNES_SKIP = (".dat", ".u8")
@@ -101,6 +102,8 @@ class TextSplit:
     len(split) = the number of non-overlapping windows, (n - 1) // seq_len;
     `get_batch(indices)` -> (inputs uint8 [B, T], targets int32 [B, T]) of windows i at
     bytes [i T, i T + T + 1); `sample(key, batch)` draws random windows (`sample_windows`).
+    `images` / `labels`: all those windows' inputs and targets, the in-memory arrays the
+    trainer puts on the device (it shuffles these fixed windows once per epoch).
     """
     data: np.ndarray
     seq_len: int
@@ -113,6 +116,14 @@ class TextSplit:
         idx = np.asarray(indices, np.int64)[:, None] * self.seq_len + np.arange(self.seq_len + 1)
         window = self.data[idx]
         return window[:, :-1], window[:, 1:].astype(np.int32)
+
+    @functools.cached_property
+    def images(self) -> np.ndarray:
+        return self.get_batch(np.arange(len(self)))[0]
+
+    @functools.cached_property
+    def labels(self) -> np.ndarray:
+        return self.get_batch(np.arange(len(self)))[1]
 
     def sample(self, key: jax.Array, batch: int) -> tuple[jax.Array, jax.Array]:
         return sample_windows(jnp.asarray(self.data), key, batch, self.seq_len)
@@ -151,6 +162,14 @@ def load(name: str, seq_len: int, validation: float = 0.05, test: float = 0.05) 
                             f"than one window of seq_len + 1 = {seq_len + 1}; use a shorter "
                             f"seq_len, a larger {key} fraction, or more text.")
     return TextDataset(*(TextSplit(p, seq_len) for p in splits), seq_len=seq_len, files=tuple(files))
+
+
+def dataset(name: str, seq_len: int, validation: float = 0.05, test: float = 0.05) -> Dataset:
+    """The corpus as the trainer's `Dataset`: windows as (tokens, next-byte targets), 256
+    classes, no normalisation (empty mean/std), no augmentation; image_shape = (seq_len,)."""
+    ds = load(name, seq_len, validation, test)
+    return Dataset(train=ds.train, validation=ds.validation if validation else None, test=ds.test,
+                   num_classes=VOCAB, image_shape=(seq_len,), mean=(), std=(), augment="none")
 
 
 def bits_per_byte(mean_nats: float) -> float:

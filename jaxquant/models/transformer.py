@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxquant import quantizers
+from jaxquant.errors import ConfigError
 from jaxquant.models import layers
 from jaxquant.models.layers import Switches
 
@@ -113,8 +114,9 @@ class TransformerLM(nn.Module):
         del train  # no dropout, no batch statistics
         tokens = x.astype(jnp.int32)
         if tokens.ndim != 2 or tokens.shape[1] > self.seq_len:
-            raise ValueError(f"TransformerLM takes tokens (batch, T) with T <= seq_len={self.seq_len}; "
-                             f"got shape {tuple(x.shape)}.")
+            raise ConfigError(f"the transformer takes tokens (batch, T) with T <= config.model.seq_len="
+                              f"{self.seq_len}; got shape {tuple(x.shape)}. Set config.model.seq_len "
+                              f">= config.dataset.seq_len.")
         t = tokens.shape[1]
         h = nn.Embed(self.vocab, self.width, name="embed")(tokens)
         h = h + nn.Embed(self.seq_len, self.width, name="pos_embed")(jnp.arange(t))[None]
