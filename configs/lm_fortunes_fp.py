@@ -6,6 +6,11 @@ A 2-layer, 128-wide, 4-head pre-LN decoder over windows of 128 bytes (`models/tr
 test_accuracy is next-byte accuracy. The quant rules name the attention and MLP projections
 (what `lm_fortunes_bitnet.py` quantizes; the full-precision method ignores them), so both
 runs print the same summary. Needs `apt-get install fortunes`.
+
+Measured (one seed, 150 steps, 2-core CPU shared with other jobs: 710 s):
+`python -m jaxquant.main --config configs/lm_fortunes_fp.py --workdir /tmp/lmruns/fp2 --overwrite`
+-> test_loss 2.670 nats = 3.85 bits per byte, next-byte test accuracy 25.6%. This budget only
+gets past byte frequencies; it is a smoke-scale run, not a result.
 """
 from jaxquant.config import base_config
 from jaxquant.models.transformer import QUANT_INCLUDE
