@@ -21,7 +21,7 @@ from absl import flags
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import REPO, load_config
-from jaxquant import checkpoints, main as cli, parallel, train
+from jaxquant import checkpoints, main as cli, parallel, train, workdir as workdir_lib
 from jaxquant.config_check import validate
 from jaxquant.errors import ConfigError, UserError
 from jaxquant.masks import path_str
@@ -273,14 +273,14 @@ def test_checkpoints_without_a_readable_config_json_are_never_overwritten(partia
     else:
         (run / "config.json").write_text("{")
     with pytest.raises(train.WorkdirError, match="config.json.*--overwrite"):
-        train._check_workdir(str(run), small_config())
+        workdir_lib.plan(str(run), small_config())
 
 
 def test_another_config_in_the_workdir_needs_overwrite_on_the_command_line(partial, tmp_path):
     run = copy_run(partial, tmp_path)
     code, _, err = run_main(argv_for(run, "--config.model.features=(8,)"),
                             run=lambda config, workdir, overwrite=False:
-                            train._check_workdir(workdir, config))
+                            workdir_lib.plan(workdir, config, overwrite=overwrite))
     assert code == 2 and "config.model" in err and "--overwrite" in err and "Traceback" not in err
 
 
