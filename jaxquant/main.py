@@ -9,6 +9,9 @@ checkpoint, prints how to resume and exits with 128 + the signal number (143
 for SIGTERM, 130 for SIGINT, as a shell reports a job stopped by that signal);
 rerunning the same command resumes and ends with the same weights as an
 uninterrupted run. A run that ends early through `stop_after_steps` exits 0.
+
+The workdir rules (what --overwrite may replace, what a resume may change, the
+lock against a second run) are `jaxquant.workdir`'s.
 """
 from __future__ import annotations
 
