@@ -365,7 +365,8 @@ def train_and_evaluate(config, workdir: str, *, overwrite: bool = False,
     if not main_process:
         log = lambda *_: None  # noqa: E731
     validate(config)
-    plan = workdir_lib.plan(workdir, config, overwrite=overwrite)  # refusals write nothing
+    plan = workdir_lib.plan(workdir, config, overwrite=overwrite,  # refusals write nothing
+                            main_process=main_process)
     exp = build_experiment(config)
     with workdir_lib.claimed(plan, main_process=main_process, log=log):
         parallel.sync("workdir claimed")  # before any process reads what process 0 wrote

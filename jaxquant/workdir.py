@@ -227,12 +227,15 @@ def _diff_text(changes, n=12) -> str:
 
 # ------------------------------------------------------------------ the plan
 
-def plan(path, config, *, overwrite: bool = False, resumable: bool = True) -> Plan:
+def plan(path, config, *, overwrite: bool = False, resumable: bool = True,
+         main_process: bool = True) -> Plan:
     """Decide what to do with the workdir `path` for `config` (reads only; raises
     `WorkdirError` for every refusal). `resumable=False` (L-DNQ): an unfinished run
-    of the same config starts again instead of resuming."""
+    of the same config starts again instead of resuming. Only process 0 checks the
+    lock (it takes it for all the run's processes)."""
     full = check_path(path)
-    check_not_locked(full)
+    if main_process:
+        check_not_locked(full)
     return _decide(full, config, overwrite, resumable)
 
 
