@@ -77,9 +77,9 @@ def read_metrics(path: str, warn=None) -> list[dict]:
             if not (isinstance(record, dict) and isinstance(record.get("step"), int)):
                 raise ValueError("not a record with an integer 'step'")
         except ValueError as e:
-            last = all(not rest.strip() for rest in lines[number:])
-            warn(f"{path}, line {number}: not a metrics record ({e}){'; a run stopped while writing it' if last else ''}. "
-                 f"Dropped that line.")
+            cut = all(not rest.strip() for rest in lines[number:])  # the last line
+            warn(f"{path}, line {number}: not a metrics record ({e})"
+                 f"{'; a run stopped while writing it' if cut else ''}. Dropped that line.")
             continue
         records.append(record)
     return records

@@ -71,11 +71,12 @@ def build_experiment(config) -> Experiment:
     parallel.check_batch(batch, mesh)
     n_train = len(ds.train.labels) if ds.train.in_memory else len(ds.train)
     if batch > n_train:
+        held_out = config.dataset.validation
+        carved = f" after config.dataset.validation={held_out}" if held_out else ""
         raise ConfigError(
             f"config.train.batch_size={batch} is larger than the training set of "
-            f"{config.dataset.name!r} ({n_train} examples"
-            f"{' after config.dataset.validation=' + str(config.dataset.validation) if config.dataset.validation else ''}"
-            f"); use a batch size of at most {n_train}.")
+            f"{config.dataset.name!r} ({n_train} examples{carved}); use a batch size of at "
+            f"most {n_train}.")
     steps_per_epoch = max(n_train // batch, 1)
     total_steps = int(config.train.steps) or int(config.train.epochs) * steps_per_epoch
 

@@ -131,7 +131,7 @@ class Contents:
         return self.config is not None or bool(self.steps)
 
 
-def inspect(full: str) -> Contents:
+def survey(full: str) -> Contents:
     """What `full` holds (read only)."""
     if not os.path.isdir(full):
         return Contents([], [], None, "missing", [])
@@ -240,7 +240,7 @@ def plan(path, config, *, overwrite: bool = False, resumable: bool = True,
 
 
 def _decide(full, config, overwrite, resumable) -> Plan:
-    c = inspect(full)
+    c = survey(full)
     if not c.entries:
         return Plan(full, config, "start", [], [], resumable=resumable)
     if c.foreign and (overwrite or not c.is_run):
@@ -374,7 +374,7 @@ def claimed(p: Plan, *, main_process: bool = True, log=print):
                 raise WorkdirError(f"--workdir {p.path!r} changed while this run was starting "
                                    f"(another process wrote into it); rerun the command.")
             if now.action == "replace":
-                _delete(p.path, inspect(p.path).entries)
+                _delete(p.path, survey(p.path).entries)
                 log(f"--overwrite: replaced the run in {p.path} ({now.replaced}).")
             else:
                 _delete(p.path, now.stale)
