@@ -376,19 +376,33 @@ def test_unusable_workdirs_are_refused_before_loading_data(tmp_path, monkeypatch
 
 # ------------------------------------------------------------------ item 12: config files
 
-@pytest.mark.parametrize("body, error", [
-    ("c.seed = undefined_name", "NameError: name 'undefined_name' is not defined"),
-    ("import no_such_module_xyz", "No module named 'no_such_module_xyz'"),
-    ("raise RuntimeError('half-edited')", "RuntimeError: half-edited"),
-])
-def test_a_config_file_raising_exits_2_naming_file_line_and_error(tmp_path, body, error):
+def broken_config(tmp_path, body):
     path = tmp_path / "broken.py"
     path.write_text("from jaxquant.config import base_config\n\n\ndef get_config():\n"
                     f"    c = base_config()\n    {body}\n    return c\n")
+    return path
+
+
+def test_a_config_file_raising_exits_2_naming_file_line_and_error(tmp_path):
+    path = broken_config(tmp_path, "c.seed = undefined_name")
     out = cli("--config", str(path), "--workdir", str(tmp_path / "w"))
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
-    assert f"{path}, line 6" in out.stderr and error in out.stderr
+    assert f"{path}, line 6" in out.stderr
+    assert "NameError: name 'undefined_name' is not defined" in out.stderr
     assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize("body, error", [
+    ("import no_such_module_xyz", "ModuleNotFoundError: No module named 'no_such_module_xyz'"),
+    ("raise RuntimeError('half-edited')", "RuntimeError: half-edited"),
+    ("c.model = 1 / 0", "ZeroDivisionError: division by zero"),
+])
+def test_any_exception_of_a_config_file_is_a_user_error(tmp_path, body, error):
+    from test_faults import run_main
+    path = broken_config(tmp_path, body)
+    code, _, err = run_main(["jaxquant.main", "--config", str(path), "--workdir", str(tmp_path / "w")])
+    assert code == 2 and "Traceback" not in err
+    assert f"{path}, line 6 (in get_config), raised {error}" in err
 
 
 # ------------------------------------------------------------------ item 14: one run at a time
