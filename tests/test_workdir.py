@@ -443,3 +443,27 @@ def test_the_lock_is_held_while_training_and_released_after(tmp_path, monkeypatc
 
 def test_workdir_errors_are_user_errors():
     assert issubclass(workdir_lib.WorkdirError, UserError) and train.WorkdirError is workdir_lib.WorkdirError
+
+
+@pytest.mark.slow
+def test_two_command_lines_on_one_workdir_the_second_is_refused(tmp_path):
+    """The real race: a training command holds the workdir, a second one is refused
+    naming it, and the first, stopped by SIGTERM, leaves well-formed metrics."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1", PYTHONPATH=REPO)
+    first = subprocess.Popen([sys.executable, "-m", "jaxquant.main", "--config", "configs/fp_digits.py",
+                              "--workdir", str(tmp_path / "run"), *ARGS[:2], "--config.train.steps=5000",
+                              "--config.train.log_every_steps=50"],
+                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in first.stdout:
+            if line.startswith("step "):
+                break
+        second = cli("--config", "configs/fp_digits.py", "--workdir", str(tmp_path / "run"), *ARGS[:2],
+                     "--config.train.steps=5000", "--config.train.log_every_steps=50")
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=300)
+    assert second.returncode == 2 and "Traceback" not in second.stderr, second.stderr[-2000:]
+    assert f"in use by another jaxquant run (pid {first.pid} on host {socket.gethostname()}" in second.stderr
+    assert first.returncode == 128 + signal.SIGTERM
+    assert all(json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
