@@ -197,18 +197,34 @@ def _same(a, b) -> bool:
 _ABSENT = "(absent)"
 
 
+def _defaults(flat: dict) -> dict:
+    """The default of every field of a config like `flat` (base_config(), plus the keys
+    its method and model read: `config_check.section_keys`)."""
+    from jaxquant.config import base_config
+    from jaxquant.config_check import section_keys
+    out = _flat(as_json(base_config()))
+    for section in ("method", "model"):
+        try:
+            keys = section_keys(section, flat.get(f"{section}.name"))
+        except Exception:  # an unknown or unavailable name: no defaults to add
+            keys = None
+        out.update({f"{section}.{k}": json.loads(json.dumps(v, default=str))  # as in config.json
+                    for k, v in (keys or {}).items()})
+    return out
+
+
 def config_changes(old: dict, config) -> list:
     """[(field, old value, new value)] between a run's config.json and `config`; a field
-    absent from one side counts as its `base_config()` default there (a field added to
-    jaxquant after the run started does not block its resume)."""
-    from jaxquant.config import base_config
+    absent from one side counts as its default there (a field added to jaxquant after
+    the run started, or a method key the run's config file left at its default, does
+    not block its resume)."""
     new = _flat(as_json(config))
     before = _flat(old)
-    defaults = _flat(as_json(base_config()))
+    old_defaults, new_defaults = _defaults(before), _defaults(new)
     changes = []
     for key in sorted(set(before) | set(new)):
-        a = before.get(key, defaults.get(key, _ABSENT))
-        b = new.get(key, defaults.get(key, _ABSENT))
+        a = before.get(key, old_defaults.get(key, _ABSENT))
+        b = new.get(key, new_defaults.get(key, _ABSENT))
         if not _same(a, b):
             changes.append((key, a, b))
     return changes

@@ -209,6 +209,20 @@ def test_a_field_added_after_the_run_started_does_not_block_its_resume(runs, tmp
     assert workdir_lib.plan(str(run), tiny()).action == "resume"
 
 
+@pytest.mark.parametrize("name", ["bc_digits", "md_tanh_s_digits", "dorefa_cifar10_resnet20"])
+def test_method_and_model_keys_at_their_defaults_do_not_block_a_resume(name):
+    """The command line completes config.method/model with every key's default; a run
+    started from a notebook (or before that completion) has only the file's keys."""
+    from jaxquant.config_check import complete_sections
+    short = json.loads(load_config(name).to_json_best_effort())
+    full = load_config(name)
+    complete_sections(full)
+    assert set(full.model.keys()) > set(short["model"])  # keys the file left at their defaults
+    assert workdir_lib.config_changes(short, full) == []
+    full.method.name = "ste"
+    assert ("method.name", short["method"]["name"], "ste") in workdir_lib.config_changes(short, full)
+
+
 def test_accepted_changes_are_recorded_and_the_run_ends_as_an_uninterrupted_one(runs, tmp_path):
     run = copy_part(runs, tmp_path)
     logs = []
