@@ -364,3 +364,32 @@ def test_missing_tiny_imagenet_path_names_the_prepare_command_for_its_parent(tmp
         data.load(cfg(f"tiny_imagenet:{tmp_path / 'tiny-imagenet-200'}"))
     with pytest.raises(DataError, match="'tiny_imagenet' is not prepared"):
         data.load(cfg("tiny_imagenet", data_dir=tmp_path))
+
+
+# ---------------------------------------------------------------- the headline command
+
+def _main(*args, home):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO, HOME=str(home))
+    env.pop("JAXQUANT_DATA_DIR", None)
+    return subprocess.run([sys.executable, "-m", "jaxquant.main", "--config", "configs/pmf_cifar100.py", *args],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+
+
+def test_headline_command_without_data_exits_2_naming_the_prepare_command(tmp_path):
+    out = _main("--workdir", str(tmp_path / "run"), home=tmp_path / "home")
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "error: dataset 'cifar100' is not prepared" in out.stderr and "Traceback" not in out.stderr
+    assert "python -m jaxquant.data.prepare cifar100" in out.stderr
+
+
+@pytest.mark.slow  # compiles and runs the binary ResNet-18 of the paper config for 2 steps
+def test_headline_command_trains_on_prepared_cifar100(monkeypatch, tmp_path):
+    archive, _, _ = cifar100_archive()
+    (tmp_path / "c100.tar.gz").write_bytes(archive)
+    point_at(monkeypatch, "cifar100", [((tmp_path / "c100.tar.gz").as_uri(), md5(archive))])
+    assert prepare.main(["cifar100", "--data_dir", str(tmp_path / "data")]) == 0
+    out = _main("--workdir", str(tmp_path / "run"), f"--config.dataset.data_dir={tmp_path / 'data'}",
+                "--config.dataset.validation=0", "--config.train.steps=2", "--config.train.batch_size=2",
+                "--config.train.eval_every_steps=2", home=tmp_path / "home")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "compression 32.0x" in out.stdout and "test accuracy: " in out.stdout

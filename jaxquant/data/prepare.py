@@ -289,12 +289,12 @@ def prepare(name: str, data_dir: str = "", mirror: str = "", keep_archives: bool
             _remove(work + ".old")
             os.replace(final, work + ".old")
         os.replace(built, final)
+        if not keep_archives:
+            for path in paths.values():
+                os.remove(path)
     finally:
         _remove(work)
         _remove(work + ".old")
-    if not keep_archives:
-        for path in paths.values():
-            os.remove(path)
         if os.path.isdir(downloads) and not os.listdir(downloads):
             os.rmdir(downloads)
     return final
