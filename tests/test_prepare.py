@@ -342,6 +342,19 @@ def test_a_server_without_range_support_restarts_the_file(server, monkeypatch, t
     assert (root / "downloads" / "cifar-10-binary.tar.gz").read_bytes() == archive
 
 
+def test_an_archive_without_the_test_batch_is_refused_and_no_folder_is_left(monkeypatch, tmp_path):
+    archive, _, _ = cifar10_archive()
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar if not m.name.endswith("test_batch.bin")}
+    broken = _tar_gz(members)
+    (tmp_path / "c10.tar.gz").write_bytes(broken)
+    point_at(monkeypatch, "cifar10", [((tmp_path / "c10.tar.gz").as_uri(), md5(broken))])
+    root = tmp_path / "data"
+    with pytest.raises(DataError, match="has no cifar-10-batches-bin/test_batch.bin; it is not the CIFAR binary"):
+        prepare.prepare("cifar10", str(root))
+    assert files_under(root) == ["downloads/c10.tar.gz"]   # the verified archive only, for a rerun
+
+
 def test_unknown_dataset_and_imagenet_exit_2_naming_the_valid_ones(capsys):
     assert prepare.main(["cifar11"]) == 2
     err = capsys.readouterr().err

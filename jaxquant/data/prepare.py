@@ -163,22 +163,21 @@ def _cifar_builder(top: str, train: Sequence[str], test: str, names_file: str, l
                    num_classes: int):
     def build(paths: dict, work: str) -> str:
         (path,) = paths.values()
+        wanted = {f"{top}/{m}": m for m in (*train, test, names_file)}
+        raw = {}
         try:
             with tarfile.open(path, "r:gz") as tar:
-                def read(member):
-                    try:
-                        f = tar.extractfile(f"{top}/{member}")
-                    except KeyError:
-                        f = None
-                    if f is None:
-                        raise DataError(f"{path} has no file {top}/{member}; it is not the CIFAR binary "
-                                        f"archive.")
-                    return f.read()
-                parts = {"train": [cifar_records(read(m), label_bytes, m) for m in train],
-                         "test": [cifar_records(read(test), label_bytes, test)]}
-                classes = [line.strip() for line in read(names_file).decode().splitlines() if line.strip()]
+                for member in tar:  # one pass: the files are read in archive order (no gzip seeks)
+                    if member.name in wanted and member.isfile():
+                        raw[wanted[member.name]] = tar.extractfile(member).read()
         except (tarfile.TarError, EOFError, OSError) as e:
             raise DataError(f"cannot read the archive {path} ({e}); delete it and rerun.") from e
+        missing = [f"{top}/{m}" for m in wanted.values() if m not in raw]
+        if missing:
+            raise DataError(f"{path} has no {', '.join(missing)}; it is not the CIFAR binary archive.")
+        parts = {"train": [cifar_records(raw[m], label_bytes, m) for m in train],
+                 "test": [cifar_records(raw[test], label_bytes, test)]}
+        classes = [line.strip() for line in raw[names_file].decode().splitlines() if line.strip()]
         if len(classes) != num_classes:
             raise DataError(f"{path}: {names_file} lists {len(classes)} class names, expected {num_classes}.")
         out = os.path.join(work, "arrays")
