@@ -126,7 +126,9 @@ PRESETS: dict[str, dict[str, Any]] = {
                                          meta_net="lstmfc")),
     "pdqat": dict(method=dict(name="pdqat", bits=1)),
     "pdqat_layerwise": dict(method=dict(name="pdqat", bits=1, layerwise=True)),
-    # post-training: quantizes this comparison's own full-precision run (list fp first)
+    # post-training: quantizes this comparison's own full-precision run (list fp first);
+    # the library's consistent H, not the official code's permuted one (a paper-table
+    # option, config.ldnq.hessian_order='official'): the preset compares the algorithm
     "ldnq": dict(method=dict(name="ldnq"), init_checkpoint="{workdir}/fp",
                  quant=dict(include=(".*kernel", ".*bias"), exclude=("(.*/)?bn[^/]*/.*",)),
                  runner="jaxquant.ptq.runner:run"),
