@@ -214,6 +214,29 @@ def test_official_patches_of_a_stride_two_conv_are_padded_tf_same():
         layer_rows(jnp.asarray(x), spec, "tf")
 
 
+def test_hessian_images_draws_that_many_images_for_each_layer(monkeypatch):
+    # hessian_images=2 of 4 (the code: 202 of 500, drawn afresh per layer): H is the mean
+    # y yᵀ of one pair of the images (with the bias column), whichever pair was drawn.
+    import itertools
+    L = importlib.import_module("jaxquant.ptq.ldnq")
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x, train):
+            return nn.Dense(2, name="head")(x)
+
+    x = np.random.RandomState(2).randn(4, 3).astype(np.float32)
+    params = {"head": {"kernel": jnp.ones((3, 2)), "bias": jnp.zeros(2)}}
+    seen = []
+    monkeypatch.setattr(L, "admm", lambda h, *a, **k: (seen.append(np.asarray(h)), admm(h, *a, **k))[1])
+    L.ldnq(Net(), params, {}, jnp.asarray(x), {"head": {"kernel": True, "bias": True}},
+           settings=L.Settings(cascade=False, hessian_images=2), log=lambda *_: None)
+    y = np.concatenate([x, np.ones((4, 1), np.float32)], axis=1).astype(np.float64)
+    pairs = [y[list(p)].T @ y[list(p)] / 2 for p in itertools.combinations(range(4), 2)]
+    assert sum(np.allclose(seen[0], h, rtol=1e-5, atol=1e-6) for h in pairs) == 1
+    assert not np.allclose(seen[0], y.T @ y / 4, atol=1e-3)
+
+
 def test_cascade_own_bias_retrains_the_quantized_fc_bias_by_one_hand_sgd_step():
     # Dense 3 -> 2 with its bias quantized jointly; the cascade stops after exactly one step
     # (patience 1, checked every batch, one batch of all 5 images). With cascade_own_bias the

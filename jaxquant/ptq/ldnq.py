@@ -101,6 +101,7 @@ class Settings:
     hessian_order: str = "consistent"  # 'official': the code's permuted H, "SAME"-padded patches
     cascade_own_bias: bool = False    # True: the code's retraining of a layer's quantized bias
 
+
 HESSIAN_ORDERS = ("consistent", "official")
 
 
@@ -137,7 +138,7 @@ def official_code(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     `hessian_images=202`: H from 101 batches of 2 images drawn afresh for each layer (the
     code's `generate_hessian`, which divides their sum by 100: a factor 1.01 on H that
     ADMM's solution does not depend on, as ρ = H[0, 0] scales with it). The module
-    docstring says why neither is the library default.
+    docstring says why these are not the library defaults.
     """
     c.ldnq.update(hessian_order="official", cascade_own_bias=True, hessian_images=202)
     return c
