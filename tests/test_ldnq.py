@@ -228,7 +228,12 @@ def test_hessian_images_draws_that_many_images_for_each_layer(monkeypatch):
     x = np.random.RandomState(2).randn(4, 3).astype(np.float32)
     params = {"head": {"kernel": jnp.ones((3, 2)), "bias": jnp.zeros(2)}}
     seen = []
-    monkeypatch.setattr(L, "admm", lambda h, *a, **k: (seen.append(np.asarray(h)), admm(h, *a, **k))[1])
+
+    def recording_admm(h, *args, **kw):
+        seen.append(np.asarray(h))
+        return admm(h, *args, **kw)
+
+    monkeypatch.setattr(L, "admm", recording_admm)
     L.ldnq(Net(), params, {}, jnp.asarray(x), {"head": {"kernel": True, "bias": True}},
            settings=L.Settings(cascade=False, hessian_images=2), log=lambda *_: None)
     y = np.concatenate([x, np.ones((4, 1), np.float32)], axis=1).astype(np.float64)
