@@ -91,7 +91,8 @@ def _stats(kind: str, train, normalization: str = "", image_shape: tuple = ()) -
     if normalization:
         if normalization not in NORMALIZATIONS:
             raise DataError(f"unknown normalization {normalization!r} (config.dataset.normalization). "
-                            f"Valid: {', '.join(NORMALIZATIONS)}, or '' for the dataset's own statistics.")
+                            f"Valid: {', '.join(NORMALIZATIONS)}, or '' for the dataset's own "
+                            f"statistics.")
         if image_shape and image_shape[-1] != 3:
             raise DataError(f"config.dataset.normalization={normalization!r} gives 3-channel statistics "
                             f"but the images have {image_shape[-1]} channel(s); use '' (the dataset's "
