@@ -373,9 +373,11 @@ def _runner(spec: Spec) -> Callable:
 
 
 def run_method(spec: Spec, config, workdir: str, *, overwrite: bool = False,
-               echo: Callable[[str], None] = print) -> dict:
+               echo: Callable[[str], None] = print, tag: str = "") -> dict:
     """Train, export and measure one method; a row of the comparison (never raises for
-    a method that fails: the row's `error` says why)."""
+    a method that fails: the row's `error` says why). Its progress lines are echoed
+    after `tag` (default `[<label>]`; the comparison's `[3/11] md_tanh_s:`)."""
+    tag = tag or f"[{spec.label}]"
     from jaxquant import export
     row = dict(label=spec.label, method=str(config.method.name),
                method_config=config.method.to_dict(), workdir=workdir, error=None)
@@ -384,12 +386,12 @@ def run_method(spec: Spec, config, workdir: str, *, overwrite: bool = False,
         shutil.rmtree(workdir, ignore_errors=True)  # no training progress to keep there
     os.makedirs(workdir, exist_ok=True)
     log_path = os.path.join(workdir, "compare.log")
-    tee = _Tee(log_path, lambda line: echo(f"  [{spec.label}] {line}"))
+    tee = _Tee(log_path, lambda line: echo(f"  {tag} {line}"))
     reused = None if overwrite else _finished_result(workdir, config)
     try:
         if reused is not None:
             result = reused
-            echo(f"  [{spec.label}] already trained in {workdir}; reusing its result.json")
+            echo(f"  {tag} already trained in {workdir}; reusing its result.json")
         else:
             with contextlib.redirect_stdout(tee):
                 result = _runner(spec)(config, workdir)
@@ -594,7 +596,8 @@ def compare(base, methods: str | list[Spec], workdir: str, *, seeds: list[int] |
         name = spec.label if seed is None else f"{spec.label} seed {seed}"
         where = run_dir(workdir, spec.label, seed)
         echo(f"[{i + 1}/{len(plan)}] {name}: config.method={config.method.to_dict()} -> {where}")
-        row = run_method(spec, config, where, overwrite=overwrite, echo=echo)
+        row = run_method(spec, config, where, overwrite=overwrite, echo=echo,
+                         tag=f"[{i + 1}/{len(plan)}] {name}:")
         row["seed"] = seed
         runs.append(row)
         echo(f"[{i + 1}/{len(plan)}] {name}: " + (

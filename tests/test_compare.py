@@ -73,7 +73,9 @@ def test_compare_writes_one_row_per_method_with_export_sizes_and_a_curve_plot(tm
     assert [l.split("|")[1].strip() for l in body] == ["fp", "bc", "not_yet"]
     assert f"{100 * bc['test_accuracy']:.2f}" in body[1] and "error" in body[2]
     assert (tmp_path / "comparison.png").stat().st_size > 1000
-    assert any(l.startswith("  [bc] step 44/44: ") for l in lines)  # per-method progress
+    # which method of how many is running, on its start line and on each progress line
+    assert "[2/3] bc: config.method=" in "\n".join(lines)
+    assert any(l.startswith("  [2/3] bc: step 44/44: ") for l in lines)
 
     # rerunning reuses the finished runs instead of retraining them
     again = compare.compare(tiny_base(), "fp,bc", str(tmp_path), echo=lines.append)
