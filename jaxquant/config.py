@@ -22,6 +22,7 @@ def base_config() -> ml_collections.ConfigDict:
         augment="",       # '' = the dataset's default; 'none' | 'crop_flip' | 'resized_crop_flip'
         normalization="",  # '' = the dataset's own mean/std; 'imagenet' | 'cifar': that published pair
         image_size=224,   # imagenet2012: crop size (test: resize to image_size / 0.875, center crop)
+        seq_len=256,      # text corpora (text_file:<path>, fortunes): bytes of context per window
     ))
     c.model = ml_collections.ConfigDict(dict(
         name="mlp",

@@ -260,3 +260,41 @@ def gated_straight_through(q: Callable[[Array], Array]) -> Callable[[Array], Arr
     """Hard-tanh-gated STE (Hubara et al. 2016): forward exactly q(x), d/dx = 1_{|x| <= 1}."""
     return with_gradient_of(
         q, lambda x: jax.lax.stop_gradient((jnp.abs(x) <= 1.0).astype(x.dtype)) * x)
+
+
+BITNET_EPS = 1e-5
+
+
+def absmean_ternary(w: Array, eps: float = BITNET_EPS) -> Array:
+    """BitNet b1.58's absmean ternary weights (Ma et al. 2024, eqs. 9-11), per tensor.
+
+    W~ = RoundClip(W / (gamma + eps), -1, 1) (gamma + eps), gamma = mean|W|,
+    RoundClip(x, a, b) = max(a, min(b, round(x))): levels {-1, 0, +1} times one scale.
+    The paper writes W / (gamma + eps); the authors' released training code
+    ("The Era of 1-bit LLMs: Training Tips, Code and FAQ") uses max(gamma, eps)
+    instead: the two differ only when mean|W| is about eps. Rounding is half to even
+    (jnp.round, as torch.round): |W| = (gamma + eps) / 2 goes to 0. The scale is
+    stop-gradiented; wrap in `straight_through` to train (BitNet's STE). Shapes: any.
+    """
+    s = jax.lax.stop_gradient(jnp.mean(jnp.abs(w)) + eps)
+    return (jnp.clip(jnp.round(w / s), -1.0, 1.0) * s).astype(w.dtype)
+
+
+def absmax_activation(x: Array, bits: int = 8, ste: bool = False, eps: float = BITNET_EPS) -> Array:
+    """Per-token absmax k-bit activations (BitNet, Wang et al. 2023 eq. 4; b1.58's 8-bit inputs).
+
+    Q_b = 2^(k-1) - 1 (127 at 8 bits), m = max(max|x|, eps) over the last axis (one scale per
+    token): x~ = clip(round(x Q_b / m), -Q_b - 1, Q_b) m / Q_b. The clip to [-128, 127] and
+    max(., eps) follow the released BitNet b1.58 training code. With `ste`, d x~ / dx = 1
+    (straight through the whole quantizer, scale included). bits in 2..8. Shapes: (..., features) -> same.
+    """
+    bits = check_bits(bits)
+    if bits < 2:
+        raise ValueError(f"absmax activations need 2..8 bits (a sign and a magnitude), got {bits}.")
+    qb = 2.0 ** (bits - 1) - 1.0
+
+    def q(v):
+        m = jnp.maximum(jnp.max(jnp.abs(v), axis=-1, keepdims=True), eps)
+        return (jnp.clip(jnp.round(v * (qb / m)), -qb - 1.0, qb) * (m / qb)).astype(v.dtype)
+
+    return straight_through(q)(x) if ste else q(x)

@@ -57,6 +57,8 @@ WorkdirError = workdir_lib.WorkdirError
 
 
 def _normalize(images, ds):
+    if not ds.mean:  # integer tokens (text): no normalisation
+        return jnp.asarray(images)
     return augment_lib.normalize(images, ds.mean, ds.std)
 
 
@@ -181,6 +183,7 @@ def make_eval_fn(exp: Experiment):
         logits = model.apply({"params": params, "batch_stats": batch_stats},
                              _normalize(images, ds), train=False)
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+        valid = valid.reshape(valid.shape + (1,) * (labels.ndim - 1))  # sequence labels (B, T)
         correct = (jnp.argmax(logits, -1) == labels) & valid
         return jnp.sum(correct), jnp.sum(jnp.where(valid, loss, 0.0))
 
@@ -188,13 +191,14 @@ def make_eval_fn(exp: Experiment):
 
 
 def evaluate(exp: Experiment, eval_batch, params, batch_stats, split) -> dict:
-    """Accuracy and mean loss of (params, batch_stats) on a split, in fixed-size batches."""
+    """Accuracy and mean loss of (params, batch_stats) on a split, in fixed-size batches
+    (per example; per position for sequence labels (N, T), e.g. next-byte targets)."""
     n = len(split.labels) if split.in_memory else len(split)
     size = int(exp.config.train.eval_batch_size)
     size -= size % exp.mesh.devices.size
     size = max(size, exp.mesh.devices.size)
     sharding = parallel.batch_sharded(exp.mesh)
-    correct, loss = 0, 0.0
+    correct, loss, count = 0, 0.0, 0
     for start in range(0, n, size):
         idx = np.arange(start, min(start + size, n))
         if split.in_memory:
@@ -205,11 +209,12 @@ def evaluate(exp: Experiment, eval_batch, params, batch_stats, split) -> dict:
         valid = np.arange(size) < len(idx)
         if pad:
             images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
-            labels = np.concatenate([labels, np.zeros((pad,), labels.dtype)])
+            labels = np.concatenate([labels, np.zeros((pad, *labels.shape[1:]), labels.dtype)])
         c, lsum = eval_batch(params, batch_stats, *parallel.to_global((images, labels, valid), sharding))
         correct += int(c)
         loss += float(lsum)
-    return dict(accuracy=correct / max(n, 1), loss=loss / max(n, 1))
+        count += len(idx) * int(np.prod(labels.shape[1:]))
+    return dict(accuracy=correct / max(count, 1), loss=loss / max(count, 1))
 
 
 class _Batches:

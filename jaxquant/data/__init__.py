@@ -19,6 +19,13 @@ Sources (config.dataset.name):
   `tiny_imagenet` alone: the `tiny-imagenet-200` folder that
   `python -m jaxquant.data.prepare tiny_imagenet` extracts, in the same three places.
 
+- `text_file:<path>[,<path>...]`, `fortunes` (Debian's fortunes package, offline): byte-level
+  text for language models (`jaxquant.data.text`): every file split by position into 90% train,
+  5% validation, 5% test; examples are windows of `config.dataset.seq_len` bytes with their
+  next-byte targets (labels (N, T)), no normalisation, no augmentation.
+  `config.dataset.validation` must stay 0 (the split is by position). In Python,
+  `load_text(name, seq_len)` gives the splits and random-window sampling.
+
 Augmentation and normalisation (jittable) live in `jaxquant.data.augment`.
 File-based sources are decoded once and cached as .npy (see `cache.py`). A
 validation split, if asked for, is the last `config.dataset.validation`
@@ -48,8 +55,8 @@ IMAGENET_SIZE = 224
 
 NORMALIZATIONS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "cifar": (CIFAR_MEAN, CIFAR_STD)}
 
-_NAMES = ("digits", "fashion_mnist", "cifar10", "cifar100", "imagenet2012")
-_PATH_NAMES = ("image_folder", "tiny_imagenet")
+_NAMES = ("digits", "fashion_mnist", "cifar10", "cifar100", "imagenet2012", "fortunes")
+_PATH_NAMES = ("image_folder", "tiny_imagenet", "text_file")
 
 
 def names() -> list[str]:
@@ -62,6 +69,13 @@ def load(cfg) -> Dataset:
     name = str(cfg.name)
     data_dir = os.path.expanduser(str(cfg.get("data_dir", "") or ""))
     kind, _, path = name.partition(":")
+    if (kind == "text_file" and path) or name == "fortunes":
+        from jaxquant.data import text
+        if cfg.get("validation", 0):
+            raise DataError(f"config.dataset.validation={cfg.get('validation')!r}: text corpora are "
+                            f"split by position (5% validation, 5% test of every file); leave "
+                            f"config.dataset.validation at 0.")
+        return text.dataset(name, cfg.get("seq_len", 256))
     if kind == "tiny_imagenet" and not path:
         from jaxquant.data import prepare  # not at the top: `python -m jaxquant.data.prepare` runs it
         path = prepare.find_prepared("tiny_imagenet", data_dir)
@@ -131,6 +145,13 @@ def _augment_kind(cfg, kind: str, image_shape: tuple) -> str:
     if kind == "image_folder" and image_shape == (32, 32, 3):
         return "crop_flip"
     return "none"
+
+
+def load_text(name: str, seq_len: int, validation: float = 0.05, test: float = 0.05):
+    """A byte-level text corpus (`text_file:<path>` or `fortunes`) split by position and
+    cut into windows of `seq_len` next-byte predictions (see `jaxquant.data.text`)."""
+    from jaxquant.data import text
+    return text.load(name, seq_len, validation, test)
 
 
 # ---------------------------------------------------------------- sources

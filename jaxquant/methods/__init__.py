@@ -20,6 +20,7 @@ from jaxquant.methods.base import Context, Method  # noqa: F401
 _FAMILIES = {
     "fp": "full_precision",
     "ste": "baselines", "binary_connect": "baselines", "bwn": "baselines", "dorefa": "baselines",
+    "bitnet": "baselines",
     "md_tanh": "mirror", "md_softmax": "mirror", "md_tanh_s": "mirror",
     "md_softmax_s": "mirror", "pmf": "mirror", "gd_tanh": "mirror",
     "proxquant": "proxquant",

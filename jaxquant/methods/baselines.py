@@ -28,13 +28,14 @@ from jaxquant.methods.base import (Context, MaskLike, Method, as_mask_fn, masked
 Params = Any
 Array = jax.Array
 
-QUANTIZERS = ("sign", "ternary", "twn", "bwn", "dorefa", "pow2")
+QUANTIZERS = ("sign", "ternary", "twn", "bwn", "dorefa", "pow2", "absmean")
+BITNET_WEIGHTS = ("ternary", "binary")
 BC_VARIANTS = ("md_bnn", "proxquant")
 
 
 def quantizer(name: str, *, bits: int = 1, threshold: float = 0.5, ratio: float = 0.7,
               levels: int = 3, alpha: Optional[float] = None,
-              scale: bool = False) -> Callable[[Array], Array]:
+              scale: bool = False, eps: float = Q.BITNET_EPS) -> Callable[[Array], Array]:
     """The hard quantizer called `name`, as a function of one tensor (no gradient rule).
 
     sign:    sign(w), sign(0) = +1                          (levels ±1)
@@ -44,6 +45,7 @@ def quantizer(name: str, *, bits: int = 1, threshold: float = 0.5, ratio: float 
     dorefa:  DoReFa k-bit weights (`bits`), times mean|w| if `scale`
     pow2:    nearest level of the power-of-two codebook with `levels` entries and
              step alpha (alpha = mean|w| per tensor when None or 0, L-DNQ's alpha_0)
+    absmean: BitNet b1.58's clip(round(w / s), -1, 1) s, s = mean|w| + eps per tensor
     """
     if name == "sign":
         return Q.sign
@@ -63,6 +65,8 @@ def quantizer(name: str, *, bits: int = 1, threshold: float = 0.5, ratio: float 
             a = alpha if alpha else jax.lax.stop_gradient(jnp.mean(jnp.abs(w)))
             return Q.nearest(w, Q.pow2_codebook(levels, a).astype(w.dtype))
         return pow2
+    if name == "absmean":
+        return lambda w: Q.absmean_ternary(w, eps)
     raise ConfigError(f"unknown quantizer {name!r} (config.method.quantizer). "
                      f"Valid quantizers: {', '.join(QUANTIZERS)}.")
 
@@ -177,28 +181,48 @@ def dorefa(optimizer: optax.GradientTransformation, weight_bits: int = 1, *,
     return _method(fwd, hard, optimizer, mask)
 
 
+def bitnet(optimizer: optax.GradientTransformation, *, mask: MaskLike = None,
+           weights: str = "ternary", eps: float = Q.BITNET_EPS) -> Method:
+    """BitNet's weights with the identity straight-through gradient (Ma et al. 2024; Wang et al. 2023).
+
+    weights 'ternary' (BitNet b1.58): forward clip(round(w / s), -1, 1) s, s = mean|w| + eps
+    per tensor (`quantizers.absmean_ternary`), d/dw = 1; this is `ste` with the 'absmean'
+    quantizer. weights 'binary' (for comparison): mean|w| sign(w), d/dw = 1, i.e. `bwn`.
+    The per-token absmax 8-bit activations of BitNet are a model switch (the transformer's
+    `config.model.absmax_act_bits`, `quantizers.absmax_activation`), not part of the method.
+    """
+    _choice(weights, BITNET_WEIGHTS, "config.method.weights")
+    if weights == "binary":
+        return bwn(optimizer, mask=mask)
+    return ste(optimizer, "absmean", mask=mask, eps=eps)
+
+
 # The `config.method` keys each baseline reads, with their defaults (config_check
 # rejects any other key).
 DEFAULTS = {
     "ste": dict(quantizer="sign", gated=False, bits=1, threshold=0.5, ratio=0.7, levels=3,
-                alpha=None, scale=False),
+                alpha=None, scale=False, eps=Q.BITNET_EPS),
     "binary_connect": dict(variant="md_bnn"),
     "bwn": dict(backward="identity"),
     "dorefa": dict(weight_bits=1, one_bit_scale=True, detach_max=False, one_bit_backward="identity"),
+    "bitnet": dict(weights="ternary", eps=Q.BITNET_EPS),
 }
 
 
 def from_config(name: str, ctx: Context) -> Method:
-    """Build `name` (ste | binary_connect | bwn | dorefa) from `ctx.config.method`."""
+    """Build `name` (ste | binary_connect | bwn | dorefa | bitnet) from `ctx.config.method`."""
     get = method_options("baselines", name, ctx, DEFAULTS).get
     if name == "ste":
         return ste(ctx.optimizer, get("quantizer"), mask=ctx.mask, gated=bool(get("gated")),
                    bits=get("bits"), threshold=get("threshold"), ratio=get("ratio"),
-                   levels=get("levels"), alpha=get("alpha"), scale=bool(get("scale")))
+                   levels=get("levels"), alpha=get("alpha"), scale=bool(get("scale")),
+                   eps=float(get("eps")))
     if name == "binary_connect":
         return binary_connect(ctx.optimizer, mask=ctx.mask, variant=get("variant"))
     if name == "bwn":
         return bwn(ctx.optimizer, mask=ctx.mask, backward=get("backward"))
+    if name == "bitnet":
+        return bitnet(ctx.optimizer, mask=ctx.mask, weights=get("weights"), eps=float(get("eps")))
     return dorefa(ctx.optimizer, get("weight_bits"), mask=ctx.mask,
                   one_bit_scale=bool(get("one_bit_scale")), detach_max=bool(get("detach_max")),
                   one_bit_backward=get("one_bit_backward"))

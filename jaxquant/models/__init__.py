@@ -21,6 +21,12 @@ Models (`config.model.name`):
                        default 5; `depth` 6n+2, default 20) with switchable BatchNorm
                        (`switchable_bn`, default True): apply(..., low_precision=False)
                        runs the full-precision pass (see `resnet20q.py`).
+  transformer          decoder-only pre-LN byte LM (`transformer.py`): `layers` (4), `width`
+                       (256), `heads` (4), `seq_len` (256, the longest input), `mlp_ratio` (4),
+                       `absmax_act_bits` (0 = off; 8 = BitNet b1.58's per-token absmax
+                       activations at the projection inputs); vocab = num_classes (256 for
+                       bytes). Input: int tokens (B, T); output logits (B, T, vocab). The DoReFa
+                       switch `act_bits` does not apply (use `absmax_act_bits`).
 
 `python -m jaxquant.convert` imports torchvision checkpoints of resnet18 (as
 stem='imagenet'), resnet34/50/101/152 and mobilenet_v2.
@@ -62,10 +68,11 @@ from jaxquant.models.resnet18 import STEMS, ResNet18
 from jaxquant.models.resnet_cifar import CifarResNet
 from jaxquant.models.resnet_imagenet import ImageNetResNet
 from jaxquant.models.resnet20q import ResNet20Q
+from jaxquant.models.transformer import TransformerLM
 from jaxquant.models.vgg import VGG16
 
 __all__ = ["build", "names", "Switches", "MLP", "LeNet5", "CifarResNet", "ResNet18", "VGG16",
-           "ImageNetResNet", "MobileNetV2", "ResNet20Q"]
+           "ImageNetResNet", "MobileNetV2", "ResNet20Q", "TransformerLM"]
 
 
 # The model-specific `config.model` keys with their defaults (besides the
@@ -79,6 +86,7 @@ _DEFAULTS = {
     **{f"resnet{d}": {} for d in (34, 50, 101, 152)},
     "mobilenet_v2": dict(width=1.0),
     "resnet20q": dict(depth=20, expand=5, switchable_bn=True),
+    "transformer": dict(layers=4, width=256, heads=4, seq_len=256, mlp_ratio=4, absmax_act_bits=0),
 }
 
 
@@ -149,6 +157,29 @@ def _resnet20q(cfg, n, sw):
                      switchable_bn=bool(_get(cfg, "switchable_bn")), sw=sw)
 
 
+def _positive_int(cfg, key) -> int:
+    v = _get(cfg, key)
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ConfigError(f"config.model.{key} must be a positive integer; got {v!r}.")
+    return v
+
+
+def _transformer(cfg, n, sw):
+    width, heads = _positive_int(cfg, "width"), _positive_int(cfg, "heads")
+    if width % heads:
+        raise ConfigError(f"config.model.width={width} must be a multiple of config.model.heads={heads}.")
+    if sw.act_bits:
+        raise ConfigError("config.model.act_bits (DoReFa activations) does not apply to the "
+                          "transformer; set config.model.absmax_act_bits (e.g. 8, BitNet) instead.")
+    act = _get(cfg, "absmax_act_bits")
+    if isinstance(act, bool) or act not in (0, *range(2, 9)):
+        raise ConfigError(f"config.model.absmax_act_bits must be 0 (off) or an integer in 2..8 "
+                          f"(8 = BitNet b1.58); got {act!r}.")
+    return TransformerLM(vocab=n, layers=_positive_int(cfg, "layers"), width=width, heads=heads,
+                         seq_len=_positive_int(cfg, "seq_len"),
+                         mlp_ratio=_positive_int(cfg, "mlp_ratio"), absmax_act_bits=int(act), sw=sw)
+
+
 _REGISTRY: dict[str, Callable[[Any, int, Switches], nn.Module]] = {
     "mlp": _mlp,
     "lenet5": _lenet5,
@@ -158,6 +189,7 @@ _REGISTRY: dict[str, Callable[[Any, int, Switches], nn.Module]] = {
     **{f"resnet{d}": _imagenet_resnet(d) for d in (34, 50, 101, 152)},
     "mobilenet_v2": _mobilenet_v2,
     "resnet20q": _resnet20q,
+    "transformer": _transformer,
 }
 
 
