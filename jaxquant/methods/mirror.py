@@ -171,9 +171,13 @@ def tanh_step_md_bnn(x: Array, u: Array, beta: Array) -> Array:
     the code. Where exp underflows (2 beta u < ~-87) x' = -1 exactly. Shapes: any.
     """
     one = jnp.ones((), x.dtype)
-    eps = jnp.asarray(_MD_BNN_EPS, x.dtype)
-    e = ((one + x) / (one - x + eps)) * jnp.exp((2 * beta.astype(x.dtype)) * u)
-    return (e - one) / (e + one + eps)
+    # In float32, 1 - x is 0 or at least 2^-24 for x in [-1, 1], and e + 1 >= 1, so adding
+    # 1e-20 changes only 1 - x = 0 (to 1e-20): spelled out, because XLA folds a literal
+    # `1 - x + 1e-20` into `1 - x` (it reassociates the constants) and would give inf there.
+    gap = one - x
+    gap = jnp.where(gap == 0, jnp.asarray(_MD_BNN_EPS, x.dtype), gap)
+    e = ((one + x) / gap) * jnp.exp((2 * beta.astype(x.dtype)) * u)
+    return (e - one) / (e + one)
 
 
 def softmax_step_md_bnn(p: Array, u: Array, beta: Array) -> Array:
