@@ -757,3 +757,39 @@ def test_table_configs_select_the_official_code_options():
         preset = compare.PRESETS[m]["method"]
         assert {k: preset[k] for k in want[m]} == want[m]
     assert compare.PRESETS["pmf_ternary"]["method"]["jacobian"] == "pmf_code"
+
+
+@pytest.mark.parametrize("script", ["md.sh", "pmf.sh"])
+def test_launchers_run_every_table_config_and_honest_selects_on_train(script, tmp_path):
+    # A stand-in for python records each `jaxquant.main` command and writes its result.json.
+    import subprocess
+    import sys
+    fake = tmp_path / "python"
+    fake.write_text(f"""#!/usr/bin/env bash
+if [ "$1" = "-c" ]; then exec {sys.executable} "$@"; fi
+echo "$@" >> "$CALLS"
+while [ $# -gt 0 ]; do
+  if [ "$1" = "--workdir" ]; then mkdir -p "$2"; echo '{{"test_accuracy": 0.5}}' > "$2/result.json"; fi
+  shift
+done
+""")
+    fake.chmod(0o755)
+    for honest in ("0", "1"):
+        calls = tmp_path / f"calls{honest}"
+        env = dict(os.environ, PYTHON=str(fake), RUNS=str(tmp_path / f"runs{honest}"), CALLS=str(calls),
+                   HONEST=honest, TINY="/data/tin")
+        out = subprocess.run(["bash", os.path.join(REPO, "launch", script)], cwd=REPO, env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        lines = calls.read_text().splitlines()
+        configs = [line.split("--config ")[1].split()[0] for line in lines]
+        assert all(os.path.isfile(os.path.join(REPO, c)) for c in configs)
+        methods = ("pmf",) if script == "pmf.sh" else tuple(m for m in paper.METHODS if m != "pmf")
+        cells = {f"configs/{m}_{d}_{n}.py" for (d, n) in paper.TABLE for m in methods}
+        assert cells - {"configs/pmf_cifar100_resnet18.py"} <= set(configs)
+        for line in lines:
+            tiny = "tiny_imagenet" in line
+            assert ("--config.dataset.name=tiny_imagenet:/data/tin" in line) == tiny
+            flags = "--config.dataset.validation_is_test=False --config.dataset.validation=5000"
+            assert (flags in line) == (tiny and honest == "1"), line
+        assert "measured  50.00" in out.stdout
