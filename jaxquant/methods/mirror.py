@@ -276,7 +276,11 @@ def _jacobian_point(u: list[Array], beta: Array, jacobian: str) -> list[Array]:
     """The simplex point v of PMF's approximate Jacobian beta (I - v v^T), level by level:
     v = u ('paper': eq. 12, md-bnn's `softmax_projn.py`) or v = softmax(beta u) ('pmf_code':
     the pmf repo's `update_auxgradient` softmaxes the already projected weights again)."""
-    return u if jacobian == "paper" else _softmax_of_levels(u, beta)
+    if jacobian == "paper":
+        return u
+    if jacobian == "pmf_code":
+        return _softmax_of_levels(u, beta)
+    raise ValueError(f"unknown jacobian {jacobian!r}; valid: {', '.join(JACOBIANS)}.")
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
