@@ -724,6 +724,20 @@ def test_validation_is_test_trains_on_all_of_train_and_selects_on_test():
         data.load(cfg(validation=100, validation_is_test=True))
 
 
+def test_tiny_imagenet_table_protocol_trains_on_all_images_and_validates_on_val(tmp_path):
+    from jaxquant import data
+    from test_data import make_tiny_imagenet
+    make_tiny_imagenet(tmp_path / "tin")  # 3 classes x 3 train images, 3 val images
+    c = load_config("pmf_tiny_imagenet_resnet18")
+    c.dataset.update(name=f"tiny_imagenet:{tmp_path / 'tin'}", data_dir=str(tmp_path))
+    d = data.load(c.dataset)
+    assert len(d.train.labels) == 9 and len(d.test.labels) == 3
+    np.testing.assert_array_equal(d.validation.labels, d.test.labels)
+    c.dataset.update(validation_is_test=False, validation=2)  # the honest protocol
+    d = data.load(c.dataset)
+    assert len(d.train.labels) == 7 and len(d.validation.labels) == 2
+
+
 def test_select_on_test_reports_the_best_test_accuracy_of_the_run(tmp_path):
     import json
     from jaxquant import train
