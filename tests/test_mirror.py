@@ -812,3 +812,15 @@ done
             flags = "--config.dataset.validation_is_test=False --config.dataset.validation=5000"
             assert (flags in line) == (tiny and honest == "1"), line
         assert "measured  50.00" in out.stdout
+
+
+def test_cli_names_the_fix_when_select_on_test_meets_a_validation_split(tmp_path):
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "jaxquant.main", "--config", "configs/md_tanh_s_digits.py",
+                          "--workdir", str(tmp_path / "w"), "--config.dataset.validation=100",
+                          "--config.dataset.validation_is_test=True", "--config.train.steps=2"],
+                         cwd=REPO, env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert "config.dataset.validation=0" in out.stderr and "validation_is_test" in out.stderr
