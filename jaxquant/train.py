@@ -271,9 +271,9 @@ def _check_finite(host_metrics, first_step, paths, ckpt, policy, log):
     if policy == "skip":
         log(f"warning: {where}; those updates were skipped (config.train.on_nonfinite='skip').")
         return
-    last = ckpt.latest_step()
+    last = ckpt.latest_verified_step()  # only a step whose files match their checksums
     good = (f"the last good checkpoint is step {last} in {ckpt.directory}" if last is not None
-            else "no checkpoint was saved yet")
+            else "no verified checkpoint was saved yet")
     raise NonFiniteError(
         f"{where}. The update was not applied; {good}. Lower config.optimizer.lr (or check the "
         f"data for NaN/inf), or set config.train.on_nonfinite='skip' to skip such steps.")
@@ -320,21 +320,22 @@ def _check_workdir(workdir: str, config) -> bool:
 def _restore_latest(ckpt, abstract, log):
     """(state, meta) of the newest readable checkpoint, falling back to older ones.
 
-    Unreadable newer steps (truncated or missing files, another model's shapes)
-    are named in a warning and moved to `checkpoints_unreadable/`.
+    Unreadable newer steps (a file that fails its checksum, truncated or missing
+    files, another model's shapes) are named in a warning (step, file, short reason)
+    and moved to `checkpoints_unreadable/`.
     """
     steps = sorted(ckpt.all_steps(), reverse=True)
     problems, bad = [], []
     for step in steps:
         try:
             out = ckpt.restore(step, abstract)
-        except Exception as e:  # truncated / missing files, shape mismatch: orbax raises many types
-            where = os.path.join(ckpt.directory, str(step))
-            text = " ".join(str(e).split()).split(" [tensorstore_spec")[0]  # keeps the file name
-            problems.append(f"{where}: {type(e).__name__}: {text[:1000]}")
+        except Exception as e:  # checksum, truncated / missing files, shapes: orbax raises many types
+            problems.append(f"step {step} ({ckpt.step_dir(step)}): {checkpoints.describe_read_error(e)}")
             bad.append(step)
             log(f"warning: cannot read checkpoint {problems[-1]}")
             continue
+        if not os.path.exists(os.path.join(ckpt.step_dir(step), checkpoints.CHECKSUMS)):
+            log(f"warning: checkpoint step {step} has no {checkpoints.CHECKSUMS}; resumed unverified.")
         if bad:
             aside = ckpt.set_aside(bad, parallel.is_main_process())
             parallel.sync("unreadable checkpoints set aside")

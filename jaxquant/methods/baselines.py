@@ -21,6 +21,7 @@ import optax
 
 from jaxquant import quantizers as Q
 from jaxquant.errors import ConfigError
+from jaxquant.methods import checks
 from jaxquant.methods.base import (Context, MaskLike, Method, as_mask_fn, masked_map,
                                    method_options)
 
@@ -71,7 +72,7 @@ def _method(forward_q: Callable[[Array], Array], project_q: Callable[[Array], Ar
     """latent = params; forward/project apply forward_q/project_q to the masked leaves."""
     mask_fn = as_mask_fn(mask)
     return Method(
-        init=lambda params: params,
+        init=checks.float_params(lambda params: params),
         forward=lambda latent, step: masked_map(forward_q, mask_fn(latent), latent),
         project=lambda latent: masked_map(project_q, mask_fn(latent), latent),
         tx=tx)

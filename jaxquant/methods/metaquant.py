@@ -62,6 +62,7 @@ import optax
 from jaxquant import quantizers as Q
 from jaxquant.config_keys import check_choice
 from jaxquant.errors import ConfigError
+from jaxquant.methods import checks
 from jaxquant.methods.base import Context, MaskLike, Method, as_mask_fn, method_options
 
 Params = Any
@@ -318,7 +319,7 @@ def metaquant(optimizer: optax.GradientTransformation,
         return updates, MetaQuantState(optax.safe_increment(state.count), base_q, base_fp,
                                        meta_state)
 
-    return Method(init=init, forward=forward_fn, project=project,
+    return Method(init=checks.float_params(init), forward=forward_fn, project=project,
                   tx=optax.GradientTransformation(tx_init, tx_update))
 
 
