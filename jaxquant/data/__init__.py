@@ -23,8 +23,9 @@ Augmentation and normalisation (jittable) live in `jaxquant.data.augment`.
 File-based sources are decoded once and cached as .npy (see `cache.py`). A
 validation split, if asked for, is the last `config.dataset.validation`
 examples of train; `validation_is_test` makes the test split the validation split
-instead (md-bnn / pmf's TinyImageNet protocol). `mean`/`std` are CIFAR's / ImageNet's published values for
-those datasets and TinyImageNet, else computed from the (remaining) train split.
+instead (md-bnn / pmf's TinyImageNet protocol). `mean`/`std` are CIFAR's /
+ImageNet's published values for those datasets and TinyImageNet, else computed
+from the (remaining) train split.
 """
 from __future__ import annotations
 
