@@ -1,4 +1,9 @@
-"""MD-softmax (Ajanthan et al., AISTATS'21), binary ResNet-18 on CIFAR-100: lr 0.001, lrs 0.2, bts 1.05, bti 500 (jaxquant.papers.mirror)."""
+"""MD-softmax (Ajanthan et al., AISTATS'21), binary ResNet-18 on CIFAR-100: lr 0.001, lrs 0.2, bts 1.05, bti 500 (jaxquant.papers.mirror).
+
+Official-code options (the library defaults follow the paper; docs/fidelity.md):
+- `dual_step='md_bnn'` (md-bnn's u (exp(.) + 1e-20): a level at 0 stays 0)
+- `logit_init='xavier_wide'` (xavier bound of the d-times wider layer)
+"""
 from jaxquant.papers import mirror
 
 

@@ -1,4 +1,8 @@
-"""MD-tanh-S (Ajanthan et al., AISTATS'21), binary VGG-16 on CIFAR-100: lr 0.001, lrs 0.5, bts 1.05, bti 500 (jaxquant.papers.mirror)."""
+"""MD-tanh-S (Ajanthan et al., AISTATS'21), binary VGG-16 on CIFAR-100: lr 0.001, lrs 0.5, bts 1.05, bti 500 (jaxquant.papers.mirror).
+
+Official-code options (the library defaults follow the paper; docs/fidelity.md):
+- `model.use_bias=True` (md-bnn / pmf VGG: biased convs and fc1/fc2, quantized)
+"""
 from jaxquant.papers import mirror
 
 

@@ -1,4 +1,9 @@
-"""PMF (Ajanthan et al., ICCV'19), binary ResNet-18 on CIFAR-100: lr 0.001, lrs 0.3, bts 1.01, bti 100 (jaxquant.papers.mirror)."""
+"""PMF (Ajanthan et al., ICCV'19), binary ResNet-18 on CIFAR-100: lr 0.001, lrs 0.3, bts 1.01, bti 100 (jaxquant.papers.mirror).
+
+Official-code options (the library defaults follow the paper; docs/fidelity.md):
+- `jacobian='pmf_code'` (the pmf repo's beta (I - u'u'^T), u' = softmax(beta u))
+- `logit_init='xavier_wide'` (xavier bound of the d-times wider layer)
+"""
 from jaxquant.papers import mirror
 
 

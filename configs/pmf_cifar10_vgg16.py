@@ -1,4 +1,10 @@
-"""PMF (Ajanthan et al., ICCV'19), binary VGG-16 on CIFAR-10: lr 0.001, lrs 0.5, bts 1.05, bti 500 (jaxquant.papers.mirror)."""
+"""PMF (Ajanthan et al., ICCV'19), binary VGG-16 on CIFAR-10: lr 0.001, lrs 0.5, bts 1.05, bti 500 (jaxquant.papers.mirror).
+
+Official-code options (the library defaults follow the paper; docs/fidelity.md):
+- `jacobian='pmf_code'` (the pmf repo's beta (I - u'u'^T), u' = softmax(beta u))
+- `logit_init='xavier_wide'` (xavier bound of the d-times wider layer)
+- `model.use_bias=True` (md-bnn / pmf VGG: biased convs and fc1/fc2, quantized)
+"""
 from jaxquant.papers import mirror
 
 

@@ -45,6 +45,7 @@ from typing import Any, Callable, NamedTuple
 import ml_collections
 
 from jaxquant.errors import UserError
+from jaxquant.papers.mirror import OFFICIAL_OPTIONS as _MD_OFFICIAL
 
 # --------------------------------------------------------------------- presets
 
@@ -112,13 +113,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     "dorefa": dict(method=dict(name="dorefa", weight_bits=1)),
     "dorefa_w2": dict(method=dict(name="dorefa", weight_bits=2)),
     "dorefa_w4": dict(method=dict(name="dorefa", weight_bits=4)),
-    "md_tanh": dict(method=dict(name="md_tanh", levels=2, anneal=_anneal())),
-    "md_tanh_s": dict(method=dict(name="md_tanh_s", levels=2, anneal=_anneal())),
-    "md_softmax": dict(method=dict(name="md_softmax", levels=2, anneal=_anneal())),
-    "md_softmax_s": dict(method=dict(name="md_softmax_s", levels=2, anneal=_anneal())),
+    # MD / PMF with the official code's rules (jaxquant.papers.mirror.OFFICIAL_OPTIONS)
+    **{m: dict(method=dict(name=m, levels=2, **_MD_OFFICIAL[m], anneal=_anneal()))
+       for m in ("md_tanh", "md_tanh_s", "md_softmax", "md_softmax_s")},
     "gd_tanh": dict(method=dict(name="gd_tanh", levels=2, anneal=_anneal())),
-    "pmf": dict(method=dict(name="pmf", levels=2, beta_max=1e4, anneal=_anneal())),
-    "pmf_ternary": dict(method=dict(name="pmf", levels=3, beta_max=1e4, anneal=_anneal())),
+    "pmf": dict(method=dict(name="pmf", levels=2, beta_max=1e4, **_MD_OFFICIAL["pmf"],
+                            anneal=_anneal())),
+    "pmf_ternary": dict(method=dict(name="pmf", levels=3, beta_max=1e4, **_MD_OFFICIAL["pmf"],
+                                    anneal=_anneal())),
     # ProxQuant as its code ran it: the homotopy and freeze scaled to the budget, and Adam
     # rebuilt every epoch (utils.adjust_optimizer; the published numbers come from it).
     "proxquant_binary": dict(method=dict(name="proxquant", kind="binary", projection_mode="prox",

@@ -19,6 +19,7 @@ def base_config() -> ml_collections.ConfigDict:
         name="digits",
         data_dir="",      # '' = $JAXQUANT_DATA_DIR or the source's default location
         validation=0,     # examples carved from the end of train as a validation split
+        validation_is_test=False,  # True: select on the test split, train on all of train (md-bnn / pmf TinyImageNet)
         augment="",       # '' = the dataset's default; 'none' | 'crop_flip' | 'resized_crop_flip'
         normalization="",  # '' = the dataset's own mean/std; 'imagenet' | 'cifar': that published pair
         image_size=224,   # imagenet2012: crop size (test: resize to image_size / 0.875, center crop)

@@ -492,3 +492,335 @@ def test_compose_optax_notebook_trains_a_users_flax_model_binary():
     assert "kernel levels: [-1.0, 1.0]" in text
     acc = float(text.split("binary test accuracy:")[1].split()[0])
     assert acc >= 0.9, text
+
+
+# ----------------------------------------------------------------------------- official-code options
+# Each rule of md-bnn / pmf that differs from the paper's equation, against an independent
+# numpy evaluation of the code's expression on small inputs (docs/fidelity.md).
+
+def _np_softmax(z, axis=0):
+    e = np.exp(z - z.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+@pytest.mark.parametrize("levels", [2, 3])
+def test_pmf_code_jacobian_softmaxes_the_projected_weights_again(levels):
+    # pmf's update_auxgradient: w = softmax(beta * p.data) with p.data = u = softmax(beta ut),
+    # then g_ut = beta * g_u @ (I - w w^T), one d x d matrix per weight (as torch.bmm does).
+    rng = np.random.default_rng(5)
+    ut = rng.normal(size=(levels, 6)).astype(np.float32)
+    c = rng.normal(size=(6,)).astype(np.float32)  # loss sum(c * w): dL/dw = c
+    beta = 4.0
+    q = np.asarray(M.level_values(levels))
+    u = _np_softmax(beta * ut.astype(np.float64))
+    u2 = _np_softmax(beta * u)  # the second softmax, same beta
+    g_u = q[:, None] * c[None]  # dL/du_l = q_l c
+    want = {}
+    for name, v in (("pmf_code", u2), ("paper", u)):
+        rows = [beta * g_u[:, j] @ (np.eye(levels) - np.outer(v[:, j], v[:, j])) for j in range(6)]
+        want[name] = np.stack(rows, axis=1)
+    for name in ("pmf_code", "paper"):
+        fused = jax.grad(lambda z: jnp.sum(c * M.pmf_weight(z, jnp.float32(beta), M.level_values(levels),
+                                                              name)))(jnp.asarray(ut))
+        composed = jax.grad(lambda z: jnp.sum(c * M.expected_weight(
+            M.pmf_softmax(z, jnp.float32(beta), name), M.level_values(levels))))(jnp.asarray(ut))
+        np.testing.assert_allclose(fused, want[name], rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(composed, want[name], rtol=1e-4, atol=1e-6)
+    assert not np.allclose(want["pmf_code"], want["paper"], atol=1e-3)
+
+
+def test_pmf_code_jacobian_starves_the_winning_logit_once_beta_is_large():
+    # beta = 50, u = softmax(beta ut) = (0.1, 0.9)-ish: u' = softmax(50 u) is one-hot at level
+    # 1, so I - u'u'^T = diag(1, 0): the losing logit gets beta g_u0, the winning one nothing.
+    ut = jnp.array([[0.0], [0.044]], jnp.float32)  # u ~ (0.1, 0.9) at beta 50
+    beta, q = jnp.float32(50.0), M.level_values(2)
+    grad = {name: np.asarray(jax.grad(lambda z: jnp.sum(M.pmf_weight(z, beta, q, name)))(ut))
+            for name in M.JACOBIANS}
+    u = _np_softmax(50.0 * np.array([0.0, 0.044]))
+    u2 = _np_softmax(50.0 * u)
+    assert u2[1] > 1 - 1e-15
+    np.testing.assert_allclose(grad["paper"][:, 0], 50 * (q - (q * u).sum() * u), rtol=1e-4)
+    np.testing.assert_allclose(grad["pmf_code"][0, 0], 50 * q[0], rtol=1e-6)  # g_u0 = q_0
+    assert abs(grad["pmf_code"][1, 0]) < 1e-6 * abs(grad["paper"][1, 0])
+
+
+def _np_md_bnn_tanh(x, u, beta, exp):
+    """MDAadam.py's tanh branch in numpy float32 (u = -step_size * Adam direction, so the
+    code's -2 step_size beta d = 2 beta u); `exp` = exp(2 beta u) supplied by the caller."""
+    f, one, eps = np.float32, np.float32(1.0), np.float32(1e-20)
+    x, exp = f(x), f(exp)
+    with np.errstate(all="ignore"):
+        e = ((one + x) / (one - x + eps)) * exp
+        return (e - one) / (e + one + eps)
+
+
+def test_md_bnn_tanh_step_is_the_official_float32_expression():
+    rng = np.random.default_rng(6)
+    x = np.concatenate([rng.uniform(-1, 1, 500), [-1.0, 1.0, -1.0, 1.0, 0.0]]).astype(np.float32)
+    u = np.concatenate([rng.normal(0, 0.3, 500), [3.0, -3.0, 50.0, -50.0, 0.0]]).astype(np.float32)
+    beta = np.float32(7.0)
+    got = np.asarray(jax.jit(M.tanh_step_md_bnn)(jnp.asarray(x), jnp.asarray(u), jnp.float32(beta)))
+    ex = np.asarray(jax.jit(jnp.exp)(jnp.asarray(np.float32(2) * beta * u)))
+    # bit-exact given the exp primitive; XLA's float32 exp is within 2 ulp of numpy's
+    np.testing.assert_array_equal(got, _np_md_bnn_tanh(x, u, beta, ex))
+    finite = np.isfinite(ex) & (ex > np.finfo(np.float32).tiny)
+    with np.errstate(over="ignore"):
+        np.testing.assert_array_max_ulp(ex[finite], np.exp(np.float32(2) * beta * u)[finite], maxulp=2)
+    assert np.isnan(got[-3])  # x = -1 pushed up by 2 beta u = 700: 0 * exp(700) = 0 * inf, as in the code
+    # and it is the paper's tanh(atanh(x) + beta u) away from saturation
+    inner = np.abs(x) < 0.9
+    np.testing.assert_allclose(got[inner], np.tanh(np.arctanh(x[inner].astype(np.float64))
+                                                   + 7.0 * u[inner]), atol=2e-5)
+
+
+def test_md_bnn_tanh_step_absorbs_minus_one_and_nearly_plus_one():
+    step = jax.jit(M.tanh_step_md_bnn)
+    one = jnp.float32(1.0)
+    # x = -1: (1 + x) = 0, so e = 0 and x' = -1 / (1 + 1e-20) = -1 for any finite exp
+    for bu in (-40.0, -1.0, 0.5, 14.0, 40.0):
+        assert float(step(-one, jnp.float32(bu), one)) == -1.0
+    # x = +1: e = 2 / 1e-20 * exp(2 beta u); (e - 1) / (e + 1) rounds to 1 until e < ~2^26,
+    # i.e. beta |u| > (log(2e20) - log(2^26)) / 2 = 14.36
+    for bu in (10.0, 0.0, -5.0, -14.0):
+        assert float(step(one, jnp.float32(bu), one)) == 1.0
+    assert float(step(one, jnp.float32(-15.0), one)) < 1.0
+    # a push further up that overflows e (2e20 exp(80) > float32 max) gives inf / inf, as in the code
+    assert math.isnan(float(step(one, jnp.float32(40.0), one)))
+    threshold = (math.log(2e20) - math.log(2.0 ** 26)) / 2
+    assert 14.0 < threshold < 15.0
+    # exp underflow sends x to exactly -1, from where it never returns
+    x = step(jnp.float32(0.3), jnp.float32(-60.0), one)
+    assert float(x) == -1.0 and float(step(x, jnp.float32(10.0), one)) == -1.0
+    # the library default ('stable': clipped atanh) lets both come back
+    assert float(M.tanh_dual_step(-one, jnp.float32(10.0), one)) > 0.9
+    assert float(M.tanh_dual_step(one, jnp.float32(-10.0), one)) < -0.9
+
+
+def test_md_tanh_with_md_bnn_dual_step_keeps_saturated_weights_through_optax():
+    # x0 = (-1, 1, 0): loss -sum(x) pulls every weight up by a Adam step of lr 0.5 at beta 2
+    # (beta |u| = 1 < 14): -1 stays, +1 stays, 0 moves to tanh(atanh(0) + 2 * 0.5) = tanh(1).
+    for dual_step, want in (("md_bnn", [-1.0, 1.0, math.tanh(1.0)]),
+                            ("stable", None)):
+        m = jq.md_tanh(optax.adam(0.5), 2.0, dual_step=dual_step)
+        x1, _ = _step(m, jnp.array([-1.0, 1.0, 0.0]), -jnp.ones(3))
+        if want is not None:
+            np.testing.assert_allclose(x1, want, rtol=1e-5)  # Adam's float32 bias corrections
+            assert float(x1[0]) == -1.0 and float(x1[1]) == 1.0
+        else:
+            assert float(x1[0]) > -1.0  # clipped atanh: the saturated weight moves
+
+
+def _np_md_bnn_softmax(p, u, beta):
+    """simplex_utils.normalize_stable in numpy float32 (level axis 0): p * (exp(beta u - max) + 1e-20), normalized."""
+    p, z = np.float32(p), np.float32(beta) * np.float32(u)
+    a = np.exp(z - z.max(axis=0, keepdims=True)) + np.float32(1e-20)
+    v = p * a
+    return v / v.sum(axis=0, keepdims=True)
+
+
+def test_md_bnn_softmax_step_matches_the_official_expression():
+    rng = np.random.default_rng(7)
+    p = _np_softmax(rng.normal(size=(2, 50))).astype(np.float32)
+    u = rng.normal(0, 0.5, size=(2, 50)).astype(np.float32)
+    got = jax.jit(M.softmax_step_md_bnn)(jnp.asarray(p), jnp.asarray(u), jnp.float32(3.0))
+    np.testing.assert_allclose(got, _np_md_bnn_softmax(p, u, 3.0), rtol=2e-6, atol=1e-12)
+    # the 1e-20 floor: a step of beta u = -1000 leaves the level at 1e-20 of the other, not 0
+    p = np.array([[0.5], [0.5]], np.float32)
+    got = jax.jit(M.softmax_step_md_bnn)(jnp.asarray(p), jnp.array([[-1000.0], [0.0]]), jnp.float32(1.0))
+    np.testing.assert_allclose(got[:, 0], [1e-20, 1.0], rtol=1e-6)
+    stable = M.softmax_dual_step(jnp.asarray(p), jnp.array([[-1000.0], [0.0]]), jnp.float32(1.0))
+    assert float(stable[0, 0]) == 0.0  # exp(-1000) underflows in the log-space step
+
+
+def test_md_bnn_softmax_step_keeps_an_underflowed_level_at_zero():
+    step = jax.jit(M.softmax_step_md_bnn)
+    p = jnp.array([[1e-30], [1.0]], jnp.float32)
+    # p_0 (exp(-50) + 1e-20) = 1e-30 * 1.02e-20 underflows: the level is exactly 0 ...
+    p1 = step(p, jnp.array([[-50.0], [0.0]]), jnp.float32(1.0))
+    assert float(p1[0, 0]) == 0.0 and float(p1[1, 0]) == 1.0
+    # ... and stays 0 however strongly the gradient favours it afterwards
+    p2 = step(p1, jnp.array([[80.0], [0.0]]), jnp.float32(1.0))
+    assert float(p2[0, 0]) == 0.0
+    # the library default recovers it (log max(p, tiny) + beta u)
+    assert float(M.softmax_dual_step(p1, jnp.array([[100.0], [0.0]]), jnp.float32(1.0))[0, 0]) > 0.5
+
+
+def test_md_softmax_takes_dual_step_and_rejects_unknown_ones():
+    m = jq.md_softmax(optax.sgd(ETA), BETA, logit_init="levels", dual_step="md_bnn")
+    u0 = m.init(W0)
+    u1, _ = _step(m, u0, C)  # g_u = (-1, 1): u (exp(beta eta (1, -1) - max) + 1e-20), normalized
+    a = np.asarray(u0)[:, 0] * (np.exp(BETA * ETA * np.array([1.0, -1.0]) - BETA * ETA) + 1e-20)
+    np.testing.assert_allclose(u1[:, 0], a / a.sum(), rtol=1e-6)
+    with pytest.raises(ValueError, match="dual_step"):
+        jq.mirror_step("tanh", 1.0, dual_step="exact")
+    with pytest.raises(ConfigError, match="config.method.jacobian"):
+        jq.methods.build("pmf", _ctx(name="pmf", jacobian="md-bnn"))
+    with pytest.raises(ConfigError, match="config.method.dual_step"):
+        jq.methods.build("md_tanh", _ctx(name="md_tanh", dual_step="clip"))
+
+
+def test_xavier_wide_bound_counts_d_times_the_fan_out():
+    # conv (3, 3, 4, 8) with d = 2: fan_in = 9 * 4 = 36, wide fan_out = 2 * 9 * 8 = 144
+    assert M.xavier_wide_bound((3, 3, 4, 8), 2) == pytest.approx(math.sqrt(6 / 180))
+    # dense (5, 7), d = 3: 5 + 21
+    assert M.xavier_wide_bound((5, 7), 3) == pytest.approx(math.sqrt(6 / 26))
+
+
+def test_xavier_wide_logits_follow_the_wide_layer_bound_and_normal_biases():
+    w = {"conv": jnp.zeros((3, 3, 16, 32)), "dense": jnp.zeros((40, 30)), "b": jnp.zeros((2000,))}
+    ut = M.initial_logits(w, 2, "xavier_wide", seed=1)
+    assert ut["conv"].shape == (2, 3, 3, 16, 32) and ut["b"].shape == (2, 2000)
+    for name, bound in (("conv", math.sqrt(6 / (144 + 2 * 288))), ("dense", math.sqrt(6 / (40 + 60)))):
+        a = np.asarray(ut[name])
+        assert np.abs(a).max() <= bound
+        assert np.abs(a).max() > 0.98 * bound  # thousands of draws fill the interval
+        assert np.std(a) == pytest.approx(bound / math.sqrt(3), rel=0.05)  # uniform(-b, b)
+    assert np.std(np.asarray(ut["b"])) == pytest.approx(0.1, rel=0.05)  # normal(0, 0.1), w0 unused
+    torch = pytest.importorskip("torch")
+    wide = torch.empty(2 * 32, 16, 3, 3)  # PyTorch's SConv2d weight: (d * out, in, kh, kw)
+    fan_in, fan_out = torch.nn.init._calculate_fan_in_and_fan_out(wide)
+    assert math.sqrt(6 / (fan_in + fan_out)) == pytest.approx(M.xavier_wide_bound((3, 3, 16, 32), 2))
+
+
+def test_vgg16_table_configs_give_every_conv_and_fc_a_quantized_bias():
+    from jaxquant import masks, models
+    c = load_config("pmf_cifar10_vgg16")
+    assert c.model.use_bias is True
+
+    def shapes(model_cfg):  # the param tree without running VGG-16 on the CPU
+        net = models.build(model_cfg, 10)
+        return jax.eval_shape(lambda k: net.init(k, jnp.zeros((1, 8, 8, 3)), train=False),
+                              jax.random.PRNGKey(0))["params"]
+
+    params = shapes(c.model)
+    layers = ["stem"] + [f"conv{i}" for i in range(1, 13)] + ["fc0", "fc1", "head"]
+    assert all("bias" in params[n] for n in layers)
+    mask = masks.quant_mask(params, c.quant.include, c.quant.exclude)
+    assert all(mask[n]["bias"] and mask[n]["kernel"] for n in layers)
+    # the config's method turns a (small) conv's bias into binary levels like its kernel
+    small = {"conv5": {"kernel": jnp.full((3, 3, 2, 4), 0.1), "bias": jnp.array([0.3, -0.2, 0.1, 0.05])}}
+    m = jq.methods.build("pmf", base.Context(config=c, optimizer=optax.adam(1e-3),
+                                             learning_rate=lambda s: 1e-3,
+                                             mask=lambda p: masks.quant_mask(p, c.quant.include),
+                                             steps_per_epoch=1))
+    hard = m.project(m.init(small))
+    assert set(np.unique(np.asarray(hard["conv5"]["bias"]))) <= {-1.0, 1.0}
+    plain = dict(c.model)
+    del plain["use_bias"]  # jaxquant's default VGG: biases only on the head
+    assert [n for n in layers if "bias" in shapes(plain)[n]] == ["head"]
+
+
+def test_validation_is_test_trains_on_all_of_train_and_selects_on_test():
+    from jaxquant import data
+    import ml_collections
+    cfg = lambda **kw: ml_collections.ConfigDict(dict(name="digits", data_dir="", augment="", **kw))  # noqa: E731
+    honest = data.load(cfg(validation=100, validation_is_test=False))
+    code = data.load(cfg(validation=0, validation_is_test=True))
+    assert (len(honest.train.labels), len(honest.validation.labels)) == (1337, 100)
+    assert len(code.train.labels) == 1437  # all of train
+    np.testing.assert_array_equal(code.validation.labels, code.test.labels)
+    np.testing.assert_array_equal(code.validation.images, code.test.images)
+    with pytest.raises(data.DataError, match="config.dataset.validation=0"):
+        data.load(cfg(validation=100, validation_is_test=True))
+
+
+def test_tiny_imagenet_table_protocol_trains_on_all_images_and_validates_on_val(tmp_path):
+    from jaxquant import data
+    from test_data import make_tiny_imagenet
+    make_tiny_imagenet(tmp_path / "tin")  # 3 classes x 3 train images, 3 val images
+    c = load_config("pmf_tiny_imagenet_resnet18")
+    c.dataset.update(name=f"tiny_imagenet:{tmp_path / 'tin'}", data_dir=str(tmp_path))
+    d = data.load(c.dataset)
+    assert len(d.train.labels) == 9 and len(d.test.labels) == 3
+    np.testing.assert_array_equal(d.validation.labels, d.test.labels)
+    c.dataset.update(validation_is_test=False, validation=2)  # the honest protocol
+    d = data.load(c.dataset)
+    assert len(d.train.labels) == 7 and len(d.validation.labels) == 2
+
+
+def test_select_on_test_reports_the_best_test_accuracy_of_the_run(tmp_path):
+    import json
+    from jaxquant import train
+    c = load_config("md_tanh_s_digits")
+    c.model.features = (32,)
+    c.dataset.update(validation=0, validation_is_test=True)
+    c.train.update(epochs=1, eval_every_steps=4, select_best=True)
+    result = train.train_and_evaluate(c, str(tmp_path / "run"), log=lambda *_: None)
+    evals = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    tests = [r["test_accuracy"] for r in evals if "test_accuracy" in r]
+    assert len(tests) >= 4
+    assert result["test_accuracy"] == pytest.approx(max(tests))
+    assert result["best_val_accuracy"] == pytest.approx(max(tests))
+
+
+def test_table_configs_select_the_official_code_options():
+    want = dict(md_tanh_s={}, md_tanh=dict(dual_step="md_bnn"),
+                md_softmax_s=dict(logit_init="xavier_wide"),
+                md_softmax=dict(dual_step="md_bnn", logit_init="xavier_wide"),
+                pmf=dict(jacobian="pmf_code", logit_init="xavier_wide"))
+    for (dataset, net), cells in paper.TABLE.items():
+        for method in cells:
+            c = load_config(f"{method}_{dataset}_{net}")
+            assert {k: c.method[k] for k in ("dual_step", "logit_init", "jacobian") if k in c.method} \
+                == want[method], (method, dataset, net)
+            assert c.model.get("use_bias", None) is (True if net == "vgg16" else None)
+            if dataset == "tiny_imagenet":
+                assert c.dataset.validation_is_test and c.dataset.validation == 0
+            else:
+                assert not c.dataset.validation_is_test and c.dataset.validation == 5_000
+    assert load_config("pmf_cifar100").method.jacobian == "pmf_code"
+    # the library defaults follow the papers' equations
+    assert M.DEFAULTS["pmf"]["jacobian"] == "paper" and M.DEFAULTS["md_tanh"]["dual_step"] == "stable"
+    from jaxquant import compare
+    for m in want:  # the CPU comparisons run the published methods too
+        preset = compare.PRESETS[m]["method"]
+        assert {k: preset[k] for k in want[m]} == want[m]
+    assert compare.PRESETS["pmf_ternary"]["method"]["jacobian"] == "pmf_code"
+
+
+@pytest.mark.parametrize("script", ["md.sh", "pmf.sh"])
+def test_launchers_run_every_table_config_and_honest_selects_on_train(script, tmp_path):
+    # A stand-in for python records each `jaxquant.main` command and writes its result.json.
+    import subprocess
+    import sys
+    fake = tmp_path / "python"
+    fake.write_text(f"""#!/usr/bin/env bash
+if [ "$1" = "-c" ]; then exec {sys.executable} "$@"; fi
+echo "$@" >> "$CALLS"
+while [ $# -gt 0 ]; do
+  if [ "$1" = "--workdir" ]; then mkdir -p "$2"; echo '{{"test_accuracy": 0.5}}' > "$2/result.json"; fi
+  shift
+done
+""")
+    fake.chmod(0o755)
+    for honest in ("0", "1"):
+        calls = tmp_path / f"calls{honest}"
+        env = dict(os.environ, PYTHON=str(fake), RUNS=str(tmp_path / f"runs{honest}"), CALLS=str(calls),
+                   HONEST=honest, TINY="/data/tin")
+        out = subprocess.run(["bash", os.path.join(REPO, "launch", script)], cwd=REPO, env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        lines = calls.read_text().splitlines()
+        configs = [line.split("--config ")[1].split()[0] for line in lines]
+        assert all(os.path.isfile(os.path.join(REPO, c)) for c in configs)
+        methods = ("pmf",) if script == "pmf.sh" else tuple(m for m in paper.METHODS if m != "pmf")
+        cells = {f"configs/{m}_{d}_{n}.py" for (d, n) in paper.TABLE for m in methods}
+        assert cells - {"configs/pmf_cifar100_resnet18.py"} <= set(configs)
+        for line in lines:
+            tiny = "tiny_imagenet" in line
+            assert ("--config.dataset.name=tiny_imagenet:/data/tin" in line) == tiny
+            flags = "--config.dataset.validation_is_test=False --config.dataset.validation=5000"
+            assert (flags in line) == (tiny and honest == "1"), line
+        assert "measured  50.00" in out.stdout
+
+
+def test_cli_names_the_fix_when_select_on_test_meets_a_validation_split(tmp_path):
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "jaxquant.main", "--config", "configs/md_tanh_s_digits.py",
+                          "--workdir", str(tmp_path / "w"), "--config.dataset.validation=100",
+                          "--config.dataset.validation_is_test=True", "--config.train.steps=2"],
+                         cwd=REPO, env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert "config.dataset.validation=0" in out.stderr and "validation_is_test" in out.stderr

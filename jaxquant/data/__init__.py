@@ -29,10 +29,12 @@ Sources (config.dataset.name):
 Augmentation and normalisation (jittable) live in `jaxquant.data.augment`.
 File-based sources are decoded once and cached as .npy (see `cache.py`). A
 validation split, if asked for, is the last `config.dataset.validation`
-examples of train. `mean`/`std` are CIFAR's / ImageNet's published values for
-those datasets and TinyImageNet, else computed from the (remaining) train split;
-`config.dataset.normalization` ('imagenet' | 'cifar') imposes one of the published
-pairs on any 3-channel dataset (ProxQuant's code normalises CIFAR-10 with ImageNet's).
+examples of train; `validation_is_test` makes the test split the validation split
+instead (md-bnn / pmf's TinyImageNet protocol). `mean`/`std` are CIFAR's /
+ImageNet's published values for those datasets and TinyImageNet, else computed
+from the (remaining) train split; `config.dataset.normalization` ('imagenet' |
+'cifar') imposes one of the published pairs on any 3-channel dataset (ProxQuant's
+code normalises CIFAR-10 with ImageNet's).
 """
 from __future__ import annotations
 
@@ -91,13 +93,28 @@ def load(cfg) -> Dataset:
         hint = (f" A path is required: '{kind}:/path/to/data'." if kind in _PATH_NAMES and not path else "")
         raise DataError(f"unknown dataset {name!r} (config.dataset.name).{hint} Valid datasets: "
                         f"{', '.join(names())}.")
-    train, validation = carve_validation(train, cfg.get("validation", 0), name)
+    train, validation = _validation(cfg, train, test, name)
     image_shape = tuple(int(d) for d in train.images.shape[1:]) if train.in_memory else train.image_shape
     mean, std = _stats(kind, train, str(cfg.get("normalization", "") or ""), image_shape)
     train, augment = _host_augmentation(train, _augment_kind(cfg, kind, image_shape))
     return Dataset(train=train, validation=validation, test=test, num_classes=int(num_classes),
                    image_shape=image_shape, mean=mean, std=std,
                    augment=augment, class_names=tuple(class_names))
+
+
+def _validation(cfg, train, test, name: str):
+    """(train, validation): the last `validation` examples of train carved off (0: none), or,
+    with `validation_is_test`, all of train and the test split itself as validation -- the
+    protocol of md-bnn's and pmf's TinyImageNet runs (`test_set = val_set`: the model is
+    selected on the split it is reported on, so the reported accuracy is optimistic)."""
+    n = cfg.get("validation", 0)
+    if not cfg.get("validation_is_test", False):
+        return carve_validation(train, n, name)
+    if n:
+        raise DataError(f"config.dataset.validation_is_test=True selects on the test split, but "
+                        f"config.dataset.validation={n} also asks for a split of train: set "
+                        f"config.dataset.validation=0 (or validation_is_test=False).")
+    return train, test
 
 
 def _host_augmentation(train, augment: str):

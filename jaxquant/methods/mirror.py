@@ -30,13 +30,28 @@ only: the shifted tanh has no closed-form inverse to take the mirror step throug
 
 Initialisation from the full-precision params w0 (md-bnn, pmf): MD-tanh x0 =
 tanh(w0); MD-tanh-S / GD-tanh y0 = w0; the simplex methods need d logits per
-weight. The official code draws each of them independently (xavier-uniform on a
-d-times wider layer, normal(0, 0.1) for 1-D tensors): `logit_init='random'`,
-the default, draws them i.i.d. uniform(-b, b), b = max|w0| per >= 2-D tensor
-(the bound of w0's own xavier init), normal(0, std(w0)) for 1-D tensors, from
-`seed`. `logit_init='levels'` sets ut0 = w0 q (deterministic, keeps a
+weight. `logit_init='xavier_wide'` is the official code's draw (md-bnn / pmf
+`SConv2d` / `SLinear` hold a d-times wider layer and xavier-initialise it):
+i.i.d. uniform(-b, b), b = sqrt(6 / (fan_in + d fan_out)), normal(0, 0.1) for
+1-D tensors. `logit_init='random'`, the default, draws uniform(-b, b) with b =
+max|w0| per >= 2-D tensor (the bound of w0's own xavier init, so the logits keep
+the scale of the network being quantized), normal(0, std(w0)) for 1-D tensors.
+Both from `seed`. `logit_init='levels'` sets ut0 = w0 q (deterministic, keeps a
 warm-started network: binary softmax at beta = 1 then gives tanh(w0) exactly,
 and binary md_softmax_s reproduces md_tanh_s). MD-softmax u0 = softmax(ut0).
+
+Library defaults follow the papers' equations; three rules of the official code
+differ from them and are options (the paper-table configs in
+`jaxquant.papers.mirror` select them, docs/fidelity.md):
+- `jacobian='pmf_code'` (pmf): the pmf repo's `update_auxgradient` runs after
+  the weights were set to u = softmax(beta ut) and applies softmax again, so its
+  Jacobian is beta (I - u' u'^T) with u' = softmax(beta u), not u (the paper's
+  eq. and md-bnn's `softmax_projn.py`: `jacobian='paper'`, the default).
+- `dual_step='md_bnn'` (md_tanh, md_softmax): md-bnn's float32 expressions
+  (`optimizers/MDAadam.py`, `utils/simplex_utils.normalize_stable`), under which
+  x = -1 / an underflowed simplex level is absorbing and x = +1 leaves only on a
+  step with eta beta |d| > ~14. The default `dual_step='stable'` evaluates the
+  paper's update in the dual space with clipping, so saturated weights recover.
 
 Notebook use, on any params pytree::
 
@@ -49,6 +64,7 @@ Notebook use, on any params pytree::
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, Callable
 
 import jax
@@ -65,17 +81,23 @@ Params = Any
 Array = jax.Array
 
 MIRROR_MAPS = ("tanh", "softmax")
-LOGIT_INITS = ("random", "levels")
+LOGIT_INITS = ("random", "levels", "xavier_wide")
+DUAL_STEPS = ("stable", "md_bnn")
+JACOBIANS = ("paper", "pmf_code")
+# md-bnn's guard constant (MDAadam.py, simplex_utils.normalize_stable), added in float32
+_MD_BNN_EPS = 1e-20
 
 # Every config.method key each method reads, with the paper's default
 # (METHODS.md §1: the CIFAR-10 ResNet-18 row; gd_tanh as md_tanh_s).
 _MD_CAP, _PMF_CAP = 1e35, 1e4
 DEFAULTS = {
-    "md_tanh": dict(levels=2, bts=1.01, bti=100, beta_max=_MD_CAP),
-    "md_softmax": dict(levels=2, bts=1.02, bti=200, beta_max=_MD_CAP, logit_init="random"),
+    "md_tanh": dict(levels=2, bts=1.01, bti=100, beta_max=_MD_CAP, dual_step="stable"),
+    "md_softmax": dict(levels=2, bts=1.02, bti=200, beta_max=_MD_CAP, logit_init="random",
+                       dual_step="stable"),
     "md_tanh_s": dict(levels=2, bts=1.02, bti=200, beta_max=_MD_CAP),
     "md_softmax_s": dict(levels=2, bts=1.02, bti=200, beta_max=_MD_CAP, logit_init="random"),
-    "pmf": dict(levels=2, bts=1.1, bti=1000, beta_max=_PMF_CAP, logit_init="random"),
+    "pmf": dict(levels=2, bts=1.1, bti=1000, beta_max=_PMF_CAP, logit_init="random",
+                jacobian="paper"),
     "gd_tanh": dict(levels=2, bts=1.02, bti=200, beta_max=_MD_CAP),
 }
 
@@ -138,22 +160,77 @@ def softmax_dual_step(p: Array, u: Array, beta: Array) -> Array:
     return jnp.stack(_level_softmax(z, jnp.ones((), p.dtype)))
 
 
-def mirror_step(kind: str, beta: optax.ScalarOrSchedule = 1.0) -> optax.GradientTransformation:
+def tanh_step_md_bnn(x: Array, u: Array, beta: Array) -> Array:
+    """md-bnn's MD-tanh update (`optimizers/MDAadam.py`), the same float32 expression:
+
+      e = (1 + x) / (1 - x + 1e-20) * exp(2 beta u),   x' = (e - 1) / (e + 1 + 1e-20)
+
+    (u = -step_size * Adam direction, so 2 beta u is the code's -2 step_size beta d).
+    Saturation is absorbing: x = -1 gives e = 0 and x' = -1 for every finite step;
+    x = +1 gives e = 2e20 exp(2 beta u), and x' rounds back to 1 unless
+    beta |u| > ~14.4; an exp(2 beta u) that overflows gives inf / inf = NaN, as in
+    the code. Where exp underflows (2 beta u < ~-87) x' = -1 exactly. Shapes: any.
+    """
+    one = jnp.ones((), x.dtype)
+    # In float32, 1 - x is 0 or at least 2^-24 for x in [-1, 1], and e + 1 >= 1, so adding
+    # 1e-20 changes only 1 - x = 0 (to 1e-20): spelled out, because XLA folds a literal
+    # `1 - x + 1e-20` into `1 - x` (it reassociates the constants) and would give inf there.
+    gap = one - x
+    gap = jnp.where(gap == 0, jnp.asarray(_MD_BNN_EPS, x.dtype), gap)
+    e = ((one + x) / gap) * jnp.exp((2 * beta.astype(x.dtype)) * u)
+    return (e - one) / (e + one)
+
+
+def softmax_step_md_bnn(p: Array, u: Array, beta: Array) -> Array:
+    """md-bnn's MD-softmax update (`utils/simplex_utils.normalize_stable`), in float32:
+
+      a_l = exp(beta u_l - max_k beta u_k) + 1e-20,   p'_l = p_l a_l / sum_k p_k a_k
+
+    over the level axis (shape (d, ...)). A level at p_l = 0 stays at 0 for good
+    (and p_l a_l that underflows becomes 0; XLA flushes float32 subnormals, so
+    below ~1.2e-38 here against ~1.4e-45 in PyTorch). No level shrinks by more
+    than a factor ~1e-20 relative to the largest in one step. The code's max is
+    hard-wired to d = 2 (`repeat(1, 2)`); here it is over all d levels.
+    """
+    eps = jnp.asarray(_MD_BNN_EPS, p.dtype)
+    z = _levels_of(beta.astype(p.dtype) * u)
+    top = functools.reduce(jnp.maximum, z)
+    v = [pl * (jnp.exp(zl - top) + eps) for pl, zl in zip(_levels_of(p), z)]
+    total = functools.reduce(jnp.add, v)
+    return jnp.stack([vl / total for vl in v])
+
+
+_DUAL_STEP_FNS = {("tanh", "stable"): tanh_dual_step, ("softmax", "stable"): softmax_dual_step,
+                  ("tanh", "md_bnn"): tanh_step_md_bnn, ("softmax", "md_bnn"): softmax_step_md_bnn}
+
+
+def _check_choice(value: str, valid: tuple, key: str) -> str:
+    if value not in valid:
+        raise ValueError(f"unknown {key} {value!r} (config.method.{key}); valid: {', '.join(valid)}.")
+    return value
+
+
+def mirror_step(kind: str, beta: optax.ScalarOrSchedule = 1.0,
+                dual_step: str = "stable") -> optax.GradientTransformation:
     """Mirror-descent step after any optimizer (Ajanthan et al., AISTATS'21, eq. 6).
 
     x_{t+1} = (grad psi_beta)^{-1}(grad psi_beta(x_t) + beta_t u_t), u_t = the update
     proposed by the preceding transformations (e.g. -lr * Adam direction of dL/dx):
-      'tanh':    x in (-1, 1), x <- tanh(atanh(x) + beta_t u)       (`tanh_dual_step`)
+      'tanh':    x in (-1, 1), x <- tanh(atanh(x) + beta_t u)
       'softmax': x on the simplex over the leading axis (size d, shape (d, ...)),
-                 x <- normalize(x * exp(beta_t u))                   (`softmax_dual_step`)
+                 x <- normalize(x * exp(beta_t u))
+    `dual_step='stable'` (default) evaluates these in the dual space, clipped so
+    that saturated weights recover (`tanh_dual_step`, `softmax_dual_step`);
+    'md_bnn' uses md-bnn's float32 expressions, under which saturation is
+    absorbing (`tanh_step_md_bnn`, `softmax_step_md_bnn`; the paper tables).
     Use as `optax.chain(optax.adam(1e-3), mirror_step('tanh', beta_schedule(1.01, 100, 1e35)))`;
     restrict it to some leaves with `optax.masked`. Needs `params` in `update`.
     """
     checks.beta(beta, "mirror_step: beta")
     if kind not in MIRROR_MAPS:
         raise ValueError(f"mirror_step: unknown mirror map {kind!r}; valid: {', '.join(MIRROR_MAPS)}.")
-    step_fn = tanh_dual_step if kind == "tanh" else softmax_dual_step
-    return scheduled_step("mirror_step", step_fn, beta)
+    _check_choice(dual_step, DUAL_STEPS, "dual_step")
+    return scheduled_step("mirror_step", _DUAL_STEP_FNS[(kind, dual_step)], beta)
 
 
 # ----------------------------------------------------------------------------- maps
@@ -195,24 +272,39 @@ def simplex_softmax(ut: Array, beta: Array) -> Array:
     return jnp.stack(_level_softmax(ut, beta))
 
 
-@jax.custom_vjp
-def pmf_softmax(ut: Array, beta: Array) -> Array:
+def _jacobian_point(u: list[Array], beta: Array, jacobian: str) -> list[Array]:
+    """The simplex point v of PMF's approximate Jacobian beta (I - v v^T), level by level:
+    v = u ('paper': eq. 12, md-bnn's `softmax_projn.py`) or v = softmax(beta u) ('pmf_code':
+    the pmf repo's `update_auxgradient` softmaxes the already projected weights again)."""
+    if jacobian == "paper":
+        return u
+    if jacobian == "pmf_code":
+        return _softmax_of_levels(u, beta)
+    raise ValueError(f"unknown jacobian {jacobian!r}; valid: {', '.join(JACOBIANS)}.")
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def pmf_softmax(ut: Array, beta: Array, jacobian: str = "paper") -> Array:
     """u = softmax(beta ut) with PMF's approximate Jacobian (Ajanthan et al., ICCV'19, eq. 12).
 
-    Backward: g_ut = beta g_u (I - u u^T), i.e. beta (g_u - <g_u, u> u) per weight (the
-    true Jacobian has diag(u) in place of I); no gradient for beta. ut: (d, ...).
+    Backward: g_ut = beta g_u (I - v v^T), i.e. beta (g_u - <g_u, v> v) per weight (the
+    true Jacobian has diag(u) in place of I); no gradient for beta. v = u for
+    jacobian='paper' (the equation, md-bnn), v = softmax(beta u) for 'pmf_code' (the pmf
+    repo, whose published numbers used it: once beta > ~20, v is one-hot for almost
+    every weight and the winning logit gets almost no gradient). ut: (d, ...).
     """
     return simplex_softmax(ut, beta)
 
 
-def _pmf_fwd(ut, beta):
+def _pmf_fwd(ut, beta, jacobian):
     u = simplex_softmax(ut, beta)
     return u, (u, beta)
 
 
-def _pmf_bwd(res, g):
+def _pmf_bwd(jacobian, res, g):
     u, beta = res
-    g_ut = beta.astype(u.dtype) * (g - functools.reduce(jnp.add, _levels_of(g * u))[None] * u)
+    v = jnp.stack(_jacobian_point(_levels_of(u), beta, jacobian))
+    g_ut = beta.astype(u.dtype) * (g - functools.reduce(jnp.add, _levels_of(g * v))[None] * v)
     return g_ut, jnp.zeros_like(beta)
 
 
@@ -231,11 +323,15 @@ def _per_level(q: Array, g: Array) -> Array:
 
 
 def _level_softmax(z: Array, beta: Array) -> list[Array]:
-    """[u_l] = softmax(beta z) over the level axis, one array per level: z - max(z) before
-    the scaling (beta up to 1e35 cannot overflow), no (d, ...) array built and sliced again."""
-    parts = _levels_of(z)
+    """[u_l] = softmax(beta z) over the level axis (z: (d, ...)), one array per level."""
+    return _softmax_of_levels(_levels_of(z), beta)
+
+
+def _softmax_of_levels(parts: list[Array], beta: Array) -> list[Array]:
+    """softmax(beta z) of the level slices z_l: z - max(z) before the scaling (beta up to
+    1e35 cannot overflow), no (d, ...) array built and sliced again."""
     top = jax.lax.stop_gradient(functools.reduce(jnp.maximum, parts))
-    b = beta.astype(z.dtype)
+    b = beta.astype(parts[0].dtype)
     e = [jnp.exp(b * (p - top)) for p in parts]
     inv = 1.0 / functools.reduce(jnp.add, e)
     return [x * inv for x in e]
@@ -289,23 +385,26 @@ def _st_bwd(res, g):
 softmax_weight_st.defvjp(_st_fwd, _st_bwd)
 
 
-@jax.custom_vjp
-def pmf_weight(ut: Array, beta: Array, q: Array) -> Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def pmf_weight(ut: Array, beta: Array, q: Array, jacobian: str = "paper") -> Array:
     """PMF's weight sum_l q_l softmax(beta ut)_l with the approximate Jacobian of `pmf_softmax`:
-    g_u = q g, so g_ut_l = beta g (q_l - w u_l), w the weight (`expected_weight(pmf_softmax)`, fused)."""
+    g_u = q g, so g_ut_l = beta g (q_l - w_v v_l), w_v = sum_k q_k v_k, v the Jacobian point
+    (`_jacobian_point`; 'paper': v = u and w_v = the weight) (`expected_weight(pmf_softmax)`, fused)."""
     return _soft_weight(ut, beta, q.astype(ut.dtype))[0]
 
 
-def _pmf_weight_fwd(ut, beta, q):
+def _pmf_weight_fwd(ut, beta, q, jacobian):
     q = q.astype(ut.dtype)
     w, u = _soft_weight(ut, beta, q)
     return w, (w, u, beta, q)
 
 
-def _pmf_weight_bwd(res, g):
+def _pmf_weight_bwd(jacobian, res, g):
     w, u, beta, q = res
+    v = _jacobian_point(u, beta, jacobian)
+    w_v = w if jacobian == "paper" else _weighted(v, q)
     bg = beta.astype(g.dtype) * g
-    return (jnp.stack([bg * (q[i] - w * ul) for i, ul in enumerate(u)]),
+    return (jnp.stack([bg * (q[i] - w_v * vl) for i, vl in enumerate(v)]),
             jnp.zeros_like(beta), jnp.zeros_like(q))
 
 
@@ -317,31 +416,41 @@ def argmax_level(u: Array, q: Array) -> Array:
     return q.astype(u.dtype)[jnp.argmax(u, axis=0)]
 
 
+def xavier_wide_bound(shape: tuple, n_levels: int) -> float:
+    """sqrt(6 / (fan_in + d fan_out)): the xavier-uniform bound of the d-times wider layer that
+    md-bnn / pmf's `SConv2d` / `SLinear` hold for a kernel of Flax shape (..., in, out)
+    (fan_in = in x receptive field, fan_out = out x receptive field, as PyTorch counts them)."""
+    receptive = math.prod(shape[:-2])
+    fan_in, fan_out = shape[-2] * receptive, shape[-1] * receptive
+    return math.sqrt(6.0 / (fan_in + n_levels * fan_out))
+
+
 def initial_logits(params: Params, n_levels: int, logit_init: str = "random",
                    seed: int = 0) -> Params:
     """d logits per weight from full-precision params: leaf shape s -> (d,) + s.
 
-    'random' (md-bnn / pmf): i.i.d. uniform(-max|w0|, max|w0|) for >= 2-D leaves,
-    normal(0, std(w0)) for 1-D ones, keyed by `seed` and the leaf index.
-    'levels': ut0[l] = w0 q_l.
+    'random': i.i.d. uniform(-max|w0|, max|w0|) for >= 2-D leaves, normal(0, std(w0)) for
+    1-D ones. 'xavier_wide' (md-bnn / pmf's code): uniform(-b, b) with b =
+    `xavier_wide_bound(s, d)` for >= 2-D leaves, normal(0, 0.1) for 1-D ones (w0 only
+    gives the shapes). Both keyed by `seed` and the leaf index. 'levels': ut0[l] = w0 q_l.
     """
     q = level_values(n_levels)
+    _check_choice(logit_init, LOGIT_INITS, "logit_init")
     if logit_init == "levels":
         return jax.tree.map(lambda w: _per_level(q.astype(w.dtype), w), params)
-    if logit_init != "random":
-        raise ValueError(f"unknown logit_init {logit_init!r} (config.method.logit_init); "
-                         f"valid: {', '.join(LOGIT_INITS)}.")
+    d = q.shape[0]
     leaves, treedef = jax.tree.flatten(params)
     key = jax.random.PRNGKey(seed)
     out = []
     for i, w in enumerate(leaves):
         k = jax.random.fold_in(key, i)
-        shape = (q.shape[0], *w.shape)
+        shape = (d, *w.shape)
         if w.ndim >= 2:
-            b = jnp.max(jnp.abs(w))
+            b = jnp.max(jnp.abs(w)) if logit_init == "random" else xavier_wide_bound(w.shape, d)
             out.append(jax.random.uniform(k, shape, w.dtype, -1.0, 1.0) * b)
         else:
-            out.append(jax.random.normal(k, shape, w.dtype) * jnp.std(w))
+            std = jnp.std(w) if logit_init == "random" else 0.1
+            out.append(jax.random.normal(k, shape, w.dtype) * std)
     return jax.tree.unflatten(treedef, out)
 
 
@@ -372,21 +481,24 @@ def _method(init_leaf: Callable[[Params], Params] | None, forward_leaf, project_
                   project=lambda latent: masked_map(project_leaf, mask_fn(latent), latent), tx=tx)
 
 
-def _mirror_tx(optimizer, kind, beta, mask: MaskLike) -> optax.GradientTransformation:
-    return optax.chain(optimizer, optax.masked(mirror_step(kind, beta), as_mask_fn(mask)))
+def _mirror_tx(optimizer, kind, beta, mask: MaskLike, dual_step: str) -> optax.GradientTransformation:
+    return optax.chain(optimizer, optax.masked(mirror_step(kind, beta, dual_step), as_mask_fn(mask)))
 
 
 def md_tanh(optimizer: optax.GradientTransformation, beta: optax.ScalarOrSchedule, *,
-            mask: MaskLike = None, levels: int = 2) -> Method:
+            mask: MaskLike = None, levels: int = 2, dual_step: str = "stable") -> Method:
     """MD-tanh (AISTATS'21): latent x0 = tanh(w0), forward x, x <- tanh(atanh(x) + beta_t u), round sign(x).
 
-    u = the optimizer's update from dL/dx; the step runs in atanh space with
-    clipping (`tanh_dual_step`). Binary only.
+    u = the optimizer's update from dL/dx. dual_step='stable' (default): the step runs
+    in atanh space with clipping (`tanh_dual_step`), so a saturated weight can flip
+    back; 'md_bnn': md-bnn's float32 expression (`tanh_step_md_bnn`), under which
+    x = -1 is absorbing and x = +1 nearly so (the paper tables). Binary only.
     """
     if levels != 2:
         raise ValueError(f"md_tanh is binary only (use md_tanh_s or md_softmax for ternary); "
                          f"got config.method.levels={levels!r}.")
-    return _method(jnp.tanh, lambda x, step: x, Q.sign, _mirror_tx(optimizer, "tanh", beta, mask), mask)
+    tx = _mirror_tx(optimizer, "tanh", beta, mask, dual_step)
+    return _method(jnp.tanh, lambda x, step: x, Q.sign, tx, mask)
 
 
 def md_tanh_s(optimizer: optax.GradientTransformation, beta: optax.ScalarOrSchedule, *,
@@ -422,9 +534,7 @@ def gd_tanh(optimizer: optax.GradientTransformation, beta: optax.ScalarOrSchedul
 
 
 def _simplex_init(n_levels, logit_init, seed, then=None):
-    if logit_init not in LOGIT_INITS:
-        raise ValueError(f"unknown logit_init {logit_init!r} (config.method.logit_init); "
-                         f"valid: {', '.join(LOGIT_INITS)}.")
+    _check_choice(logit_init, LOGIT_INITS, "logit_init")
     level_values(n_levels)  # validates now, not at init time
 
     def init_tree(params):
@@ -435,14 +545,16 @@ def _simplex_init(n_levels, logit_init, seed, then=None):
 
 def md_softmax(optimizer: optax.GradientTransformation, beta: optax.ScalarOrSchedule, *,
                mask: MaskLike = None, levels: int = 2, logit_init: str = "random",
-               seed: int = 0) -> Method:
+               seed: int = 0, dual_step: str = "stable") -> Method:
     """MD-softmax (AISTATS'21): latent u0 = softmax(ut0) on the d-simplex (shape (d, ...)),
-    forward sum_l u_l q_l, u <- normalize(u exp(beta_t s)) in log space (s = the optimizer's
-    step from dL/du), round q[argmax u].
+    forward sum_l u_l q_l, u <- normalize(u exp(beta_t s)) (s = the optimizer's step from
+    dL/du), round q[argmax u]. dual_step='stable' (default) steps in log space
+    (`softmax_dual_step`, a level at 0 can come back); 'md_bnn' is md-bnn's
+    u (exp(.) + 1e-20) (`softmax_step_md_bnn`, a level at 0 stays there; the paper tables).
     """
     q = level_values(levels)
     return _method(None, lambda u, step: expected_weight(u, q), lambda u: argmax_level(u, q),
-                   _mirror_tx(optimizer, "softmax", beta, mask), mask,
+                   _mirror_tx(optimizer, "softmax", beta, mask, dual_step), mask,
                    init_tree=_simplex_init(levels, logit_init, seed,
                                            then=lambda z: jax.nn.softmax(z, axis=0)))
 
@@ -465,15 +577,18 @@ def md_softmax_s(optimizer: optax.GradientTransformation, beta: optax.ScalarOrSc
 
 def pmf(optimizer: optax.GradientTransformation, beta: optax.ScalarOrSchedule, *,
         mask: MaskLike = None, levels: int = 2, logit_init: str = "random",
-        seed: int = 0) -> Method:
+        seed: int = 0, jacobian: str = "paper") -> Method:
     """Proximal mean-field (ICCV'19): logits ut (d, ...), forward sum_l softmax(beta_t ut)_l q_l,
-    backward g_ut = beta g_u (I - u u^T) (`pmf_softmax`), round q[argmax ut].
+    backward g_ut = beta g_u (I - v v^T) (`pmf_softmax`), round q[argmax ut]. v = u = softmax(beta ut)
+    for jacobian='paper' (eq. 12; default), v = softmax(beta u) for 'pmf_code' (the pmf repo's
+    `update_auxgradient`, which produced the published numbers: the paper tables).
     """
     checks.beta(beta)
     q = level_values(levels)
+    _check_choice(jacobian, JACOBIANS, "jacobian")
 
-    def forward(ut, step):  # = expected_weight(pmf_softmax(ut, beta_t), q)
-        return pmf_weight(ut, _beta_at(beta, step), q)
+    def forward(ut, step):  # = expected_weight(pmf_softmax(ut, beta_t, jacobian), q)
+        return pmf_weight(ut, _beta_at(beta, step), q, jacobian)
 
     return _method(None, forward, lambda ut: argmax_level(ut, q), optimizer, mask,
                    init_tree=_simplex_init(levels, logit_init, seed))
@@ -488,9 +603,9 @@ def from_config(name: str, ctx: Context) -> Method:
     opts = method_options("mirror", name, ctx, DEFAULTS)
     try:
         beta = beta_schedule(float(opts.pop("bts")), opts.pop("bti"), float(opts.pop("beta_max")))
-        kwargs = dict(mask=ctx.mask, levels=opts.pop("levels"))
+        kwargs = dict(mask=ctx.mask, **opts)  # levels, and logit_init / dual_step / jacobian
         if "logit_init" in opts:
-            kwargs.update(logit_init=opts.pop("logit_init"), seed=int(ctx.config.get("seed", 0)))
+            kwargs.update(seed=int(ctx.config.get("seed", 0)))
         return _FACTORIES[name](ctx.optimizer, beta, **kwargs)
     except ValueError as e:
         raise ConfigError(str(e)) from e

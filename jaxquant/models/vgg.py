@@ -20,6 +20,13 @@ class VGG16(nn.Module):
     max-pools are 'SAME'-padded so small inputs (8x8 digits) also work.
     Names: `stem`/`bn_stem`, `conv1..conv12`/`bn1..bn12`, `fc0`/`bn_fc0`,
     `fc1`/`bn_fc1`, `head`.
+
+    Biases: `head` has one (`head_bias`); the 13 convs and fc0/fc1 have none by
+    default, since a BatchNorm follows each. md-bnn's and pmf's VGG (`nn.Conv2d`,
+    `nn.Linear` / `SConv2d`, `SLinear` with PyTorch's default bias=True) carry
+    them all, quantized like the kernels: `use_bias=True` (`config.model.use_bias`)
+    adds them, `stem/bias`, `conv<i>/bias`, `fc0/bias`, `fc1/bias` (the MD/PMF
+    VGG table configs set it).
     """
     num_classes: int
     stem_stride: int = 1

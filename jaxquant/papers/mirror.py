@@ -5,14 +5,31 @@ binary weights, every tensor quantized (first/last layer and biases included),
 non-affine BatchNorm, xavier-uniform init (normal(0, 0.1) for 1-D tensors), Adam
 (0.9, 0.999, 1e-8), batch 128, 100k iterations, lr x `lrs` every 30k iterations,
 beta_t = bts^ceil(t/bti) (MD cap 1e35, PMF 1e4), weight decay 0 (PMF 1e-4); the
-rounded network evaluated on a 5k validation split every 100 iterations and the
-best one reported on test.
+rounded network evaluated every 100 iterations and the best one reported.
+
+Each cell runs what the official code ran (it produced the published numbers),
+where that differs from the library defaults (docs/fidelity.md):
+- PMF: `jacobian='pmf_code'` -- the pmf repo's Jacobian beta (I - u'u'^T) with
+  u' = softmax(beta u), not the paper's u (default 'paper').
+- MD-tanh, MD-softmax: `dual_step='md_bnn'` -- md-bnn's float32 update expressions,
+  under which a saturated weight (x = -1, an underflowed level) never moves again
+  (default 'stable': dual-space steps with clipping, saturation recoverable).
+- MD-softmax, MD-softmax-S, PMF: `logit_init='xavier_wide'` -- logits drawn
+  xavier-uniform for the d-times wider layer the code holds,
+  bound sqrt(6 / (fan_in + d fan_out)), normal(0, 0.1) for 1-D (default 'random').
+- VGG-16: `model.use_bias=True` -- md-bnn's / pmf's VGG convs and fc1/fc2 carry
+  biases (quantized like every tensor: quant.include '.*'); jaxquant's VGG has
+  none by default (each is followed by BatchNorm).
+- TinyImageNet: `dataset.validation_is_test=True` -- both repos train on all
+  100k training images and select the model on val, which is also the split they
+  report (`test_set = val_set`), so the published number is a best-on-test
+  accuracy. For an honest selection use `--config.dataset.validation_is_test=False
+  --config.dataset.validation=5000` (a 5k split of train, as on CIFAR). CIFAR
+  cells select on the last 5k training images, as the code does.
 
 TinyImageNet reads `tiny_imagenet:<path>` (the official tiny-imagenet-200 layout,
 default path `data/tiny-imagenet-200`; override with
-`--config.dataset.name=tiny_imagenet:/path/to/tiny-imagenet-200`). md-bnn selects
-its TinyImageNet model on the val (= test) set; here a 5k split of train is held
-out as everywhere else (`--config.dataset.validation=0` selects on test as md-bnn).
+`--config.dataset.name=tiny_imagenet:/path/to/tiny-imagenet-200`).
 """
 from __future__ import annotations
 
@@ -47,6 +64,12 @@ TABLE = {
         pmf=(1e-3, 0.5, 1.01, 100)),
 }
 
+# config.method options under which each method runs the official code's rules (see above)
+OFFICIAL_OPTIONS = dict(
+    md_tanh_s={}, md_tanh=dict(dual_step="md_bnn"),
+    md_softmax_s=dict(logit_init="xavier_wide"),
+    md_softmax=dict(dual_step="md_bnn", logit_init="xavier_wide"),
+    pmf=dict(jacobian="pmf_code", logit_init="xavier_wide"))
 _BETA_MAX = dict(md_tanh_s=1e35, md_softmax_s=1e35, md_tanh=1e35, md_softmax=1e35, pmf=1e4)
 _WEIGHT_DECAY = dict(pmf=1e-4)
 
@@ -59,13 +82,19 @@ def config(method: str, dataset: str, net: str):
     lr, lrs, bts, bti = TABLE[(dataset, net)][method]
     c = base_config()
     name = TINY_IMAGENET_DEFAULT if dataset == "tiny_imagenet" else dataset
-    c.dataset.update(name=name, validation=5_000)
+    if dataset == "tiny_imagenet":  # the code's protocol: all 100k, select on val (= test)
+        c.dataset.update(name=name, validation=0, validation_is_test=True)
+    else:
+        c.dataset.update(name=name, validation=5_000)
     c.model.update(name=net, affine_bn=False, init="xavier_uniform")
     if net == "resnet18":
         c.model.update(stem="cifar", stem_stride=2 if dataset == "tiny_imagenet" else 1)
-    elif dataset == "tiny_imagenet":
-        c.model.update(stem_stride=2)
-    c.method = dict(name=method, levels=2, bts=bts, bti=bti, beta_max=_BETA_MAX[method])
+    else:
+        c.model.update(use_bias=True)  # md-bnn / pmf VGG: biased convs and fc1/fc2
+        if dataset == "tiny_imagenet":
+            c.model.update(stem_stride=2)
+    c.method = dict(name=method, levels=2, bts=bts, bti=bti, beta_max=_BETA_MAX[method],
+                    **OFFICIAL_OPTIONS[method])
     c.quant.update(include=(".*",), exclude=())
     c.optimizer.update(name="adam", lr=lr, b1=0.9, b2=0.999, eps=1e-8,
                        weight_decay=_WEIGHT_DECAY.get(method, 0.0))
