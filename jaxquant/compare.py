@@ -39,6 +39,7 @@ from typing import Any, Callable, NamedTuple
 import ml_collections
 
 from jaxquant.errors import UserError
+from jaxquant.papers import pdqat as _pdqat_papers
 
 # --------------------------------------------------------------------- presets
 
@@ -91,6 +92,7 @@ def _homotopy(paper_reg_rate: float = 1e-4, paper_freeze: int = 200,
 # trained by the trainer). Adding a method to the comparison = adding one entry here;
 # a plain registered method name needs none.
 _PAPER_TERNARY_QUANT = dict(exclude=("stem/.*", "head/.*"))  # ProxQuant ternary: first/last fp
+_PDQAT_CODE = _pdqat_papers.CODE_DETAILS  # PD-QAT's table settings (con-qat's behaviour)
 PRESETS: dict[str, dict[str, Any]] = {
     "fp": dict(method=dict(name="fp")),
     "ste": dict(method=dict(name="ste", quantizer="sign")),
@@ -120,6 +122,12 @@ PRESETS: dict[str, dict[str, Any]] = {
                                          meta_net="lstmfc")),
     "pdqat": dict(method=dict(name="pdqat", bits=1)),
     "pdqat_layerwise": dict(method=dict(name="pdqat", bits=1, layerwise=True)),
+    # PD-QAT as its paper-table configs run it (con-qat's behaviour, jaxquant.papers.pdqat),
+    # and its baseline column's two scripts (train_anyprec.py, train_vanilla.py --vanilla)
+    "pdqat_table": dict(method=dict(name="pdqat", bits=1, **_PDQAT_CODE)),
+    "pdqat_layerwise_table": dict(method=dict(name="pdqat", bits=1, layerwise=True, **_PDQAT_CODE)),
+    "pdqat_anyprec": dict(method=dict(name="pdqat", bits=1, baseline="anyprec")),
+    "pdqat_vanilla": dict(method=dict(name="pdqat", bits=1, baseline="vanilla")),
     # post-training: quantizes this comparison's own full-precision run (list fp first)
     "ldnq": dict(method=dict(name="ldnq"), init_checkpoint="{workdir}/fp",
                  quant=dict(include=(".*kernel", ".*bias"), exclude=("(.*/)?bn[^/]*/.*",)),

@@ -182,14 +182,14 @@ def make_eval_fn(exp: Experiment):
     return eval_batch
 
 
-def evaluate(exp: Experiment, eval_batch, params, batch_stats, split) -> dict:
-    """Accuracy and mean loss of (params, batch_stats) on a split, in fixed-size batches."""
+def _fixed_batches(exp: Experiment, split):
+    """(images, labels, valid) of `split` in order, in global batches of the eval batch size
+    (the last one zero-padded, `valid` False on the padding)."""
     n = len(split.labels) if split.in_memory else len(split)
     size = int(exp.config.train.eval_batch_size)
     size -= size % exp.mesh.devices.size
     size = max(size, exp.mesh.devices.size)
     sharding = parallel.batch_sharded(exp.mesh)
-    correct, loss = 0, 0.0
     for start in range(0, n, size):
         idx = np.arange(start, min(start + size, n))
         if split.in_memory:
@@ -201,10 +201,41 @@ def evaluate(exp: Experiment, eval_batch, params, batch_stats, split) -> dict:
         if pad:
             images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
             labels = np.concatenate([labels, np.zeros((pad,), labels.dtype)])
-        c, lsum = eval_batch(params, batch_stats, *parallel.to_global((images, labels, valid), sharding))
+        yield parallel.to_global((images, labels, valid), sharding)
+
+
+def evaluate(exp: Experiment, eval_batch, params, batch_stats, split) -> dict:
+    """Accuracy and mean loss of (params, batch_stats) on a split, in fixed-size batches."""
+    n = len(split.labels) if split.in_memory else len(split)
+    correct, loss = 0, 0.0
+    for images, labels, valid in _fixed_batches(exp, split):
+        c, lsum = eval_batch(params, batch_stats, images, labels, valid)
         correct += int(c)
         loss += float(lsum)
     return dict(accuracy=correct / max(n, 1), loss=loss / max(n, 1))
+
+
+def make_split_mean(exp: Experiment, split):
+    """(fn, latent, batch_stats) -> mean over the examples of `split` of
+    fn(apply_fn, latent, batch_stats, images, labels) (per-example pytree, leading batch axis):
+    the `mean_over_train` of `Method.epoch_end`. Each fn is jitted once."""
+    n = len(split.labels) if split.in_memory else len(split)
+    compiled = {}
+
+    def mean(fn, latent, batch_stats):
+        if fn not in compiled:
+            def sums(latent, batch_stats, images, labels, valid):
+                out = fn(exp.model.apply, latent, batch_stats, _normalize(images, exp.dataset), labels)
+                return jax.tree.map(lambda v: jnp.sum(jnp.where(
+                    valid.reshape((-1,) + (1,) * (v.ndim - 1)), v, 0.0), axis=0), out)
+            compiled[fn] = jax.jit(sums)
+        total = None
+        for images, labels, valid in _fixed_batches(exp, split):
+            part = compiled[fn](latent, batch_stats, images, labels, valid)
+            total = part if total is None else jax.tree.map(jnp.add, total, part)
+        return jax.tree.map(lambda t: t / max(n, 1), total)
+
+    return mean
 
 
 class _Batches:
@@ -423,6 +454,7 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
 
     train_step = jax.jit(make_train_step(exp), donate_argnums=0)
     eval_batch = make_eval_fn(exp)
+    split_mean = make_split_mean(exp, exp.dataset.train)
     batches = _Batches(exp)
     eval_every = int(config.train.eval_every_steps) or exp.steps_per_epoch
     ckpt_every = int(config.train.checkpoint_every_steps) or eval_every
@@ -460,6 +492,10 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
             state, metrics = train_step(state, images, labels)
             pending.append(metrics)
             done = step + 1
+            if method.epoch_end is not None and done % exp.steps_per_epoch == 0:
+                latent, bs = state["latent"], state["batch_stats"]
+                state["latent"] = parallel.to_global(jax.device_get(method.epoch_end(
+                    latent, lambda fn: split_mean(fn, latent, bs))), rep)
             is_eval = done % eval_every == 0 or done == exp.total_steps
             if done % log_every == 0 or is_eval or done == end:
                 host = jax.device_get(pending)
