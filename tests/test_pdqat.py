@@ -428,6 +428,32 @@ def test_trainer_split_mean_is_the_mean_over_the_unaugmented_training_split():
     np.testing.assert_allclose(got["label"], tr.labels.mean(), rtol=1e-6)
 
 
+def test_trainer_calls_epoch_end_after_every_epoch_and_keeps_its_latent(tmp_path, monkeypatch):
+    from jaxquant import train
+    from jaxquant.methods.base import identity_method
+    c = load_config("fp_digits")
+    c.model.features = (16,)
+    c.train.update(batch_size=512, epochs=3, log_every_steps=1, eval_every_steps=0)  # 2 steps / epoch
+    calls = []
+
+    def label_mean(apply_fn, latent, batch_stats, images, labels):
+        return labels.astype(jnp.float32)
+
+    def epoch_end(latent, mean_over_train):
+        calls.append(float(mean_over_train(label_mean)))
+        return jax.tree.map(lambda x: x * 0.0, latent)  # visible in the final weights
+
+    def build(name, ctx):
+        return identity_method(optax.sgd(0.0))._replace(epoch_end=epoch_end)
+
+    monkeypatch.setattr(train.methods, "build", build)
+    train.train_and_evaluate(c, str(tmp_path), log=lambda *_: None)
+    labels = train.build_experiment(c).dataset.train.labels
+    np.testing.assert_allclose(calls, [labels.mean()] * 3, rtol=1e-6)
+    weights, _, _ = train.checkpoints.load_weights(str(tmp_path))
+    assert all(np.all(np.asarray(w) == 0) for w in jax.tree.leaves(weights))
+
+
 def test_layerwise_needs_a_model_that_sows_layer_outputs():
     class Plain(nn.Module):
         @nn.compact
