@@ -302,9 +302,9 @@ def _check_finite(host_metrics, first_step, paths, ckpt, policy, log):
     if policy == "skip":
         log(f"warning: {where}; those updates were skipped (config.train.on_nonfinite='skip').")
         return
-    last = ckpt.latest_step()
+    last = ckpt.latest_verified_step()  # only a step whose files match their checksums
     good = (f"the last good checkpoint is step {last} in {ckpt.directory}" if last is not None
-            else "no checkpoint was saved yet")
+            else "no verified checkpoint was saved yet")
     raise NonFiniteError(
         f"{where}. The update was not applied; {good}. Lower config.optimizer.lr (or check the "
         f"data for NaN/inf), or set config.train.on_nonfinite='skip' to skip such steps.")
@@ -351,21 +351,22 @@ def _check_workdir(workdir: str, config) -> bool:
 def _restore_latest(ckpt, abstract, log):
     """(state, meta) of the newest readable checkpoint, falling back to older ones.
 
-    Unreadable newer steps (truncated or missing files, another model's shapes)
-    are named in a warning and moved to `checkpoints_unreadable/`.
+    Unreadable newer steps (a file that fails its checksum, truncated or missing
+    files, another model's shapes) are named in a warning (step, file, short reason)
+    and moved to `checkpoints_unreadable/`.
     """
     steps = sorted(ckpt.all_steps(), reverse=True)
     problems, bad = [], []
     for step in steps:
         try:
             out = ckpt.restore(step, abstract)
-        except Exception as e:  # truncated / missing files, shape mismatch: orbax raises many types
-            where = os.path.join(ckpt.directory, str(step))
-            text = " ".join(str(e).split()).split(" [tensorstore_spec")[0]  # keeps the file name
-            problems.append(f"{where}: {type(e).__name__}: {text[:1000]}")
+        except Exception as e:  # checksum, truncated / missing files, shapes: orbax raises many types
+            problems.append(f"step {step} ({ckpt.step_dir(step)}): {checkpoints.describe_read_error(e)}")
             bad.append(step)
             log(f"warning: cannot read checkpoint {problems[-1]}")
             continue
+        if not os.path.exists(os.path.join(ckpt.step_dir(step), checkpoints.CHECKSUMS)):
+            log(f"warning: checkpoint step {step} has no {checkpoints.CHECKSUMS}; resumed unverified.")
         if bad:
             aside = ckpt.set_aside(bad, parallel.is_main_process())
             parallel.sync("unreadable checkpoints set aside")
@@ -379,10 +380,36 @@ def _restore_latest(ckpt, abstract, log):
         "--overwrite.")
 
 
-def _progress(total, initial):
+def _progress(total: int, initial: int, images_per_step: int, log):
+    """(bar, log) for the step loop: a progress bar on stderr when it is a terminal.
+
+    The bar shows steps done / total, elapsed < ETA, images/s (steps/s x the global
+    batch) and the last logged loss and accuracy; the returned `log` clears it,
+    prints and redraws it, so that log lines do not land on the bar. When stderr is
+    not a terminal (a file, a pipe, a batch job) the bar is off and `log` is returned
+    unchanged: the output is the plain per-evaluation lines, without carriage returns.
+    """
     from tqdm import tqdm
-    return tqdm(total=total, initial=initial, disable=not sys.stderr.isatty(), unit="step",
-                dynamic_ncols=True, leave=False)
+
+    class StepBar(tqdm):
+        @property
+        def format_dict(self):  # tqdm's documented way to add a field to bar_format
+            d = super().format_dict
+            rate = d["rate"] or ((d["n"] - d.get("initial", 0)) / d["elapsed"] if d["elapsed"] else 0)
+            d["images_rate"] = f"{rate * images_per_step:,.0f} images/s" if rate else "? images/s"
+            return d
+
+    bar = StepBar(total=total, initial=initial, disable=not sys.stderr.isatty(), unit="step",
+                  dynamic_ncols=True, leave=False,
+                  bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} steps "
+                             "[{elapsed}<{remaining}, {images_rate}{postfix}]")
+    if bar.disable:
+        return bar, log
+
+    def log_above_bar(*args, **kwargs):
+        with bar.external_write_mode():
+            log(*args, **kwargs)
+    return bar, log_above_bar
 
 
 def _write_summary(workdir, params, mask) -> str:
@@ -484,7 +511,7 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
     stop = {}
     previous_handlers = _install_signal_handlers(stop)
     pending = []
-    bar = _progress(end, start)
+    bar, log = _progress(end, start, int(config.train.batch_size), log)
     t0 = time.time()
     try:
         for step in range(start, end):

@@ -287,7 +287,9 @@ def _baseline_by_hand(p, low_trainable, detach_target):
     ("vanilla", {"bn"}, False)])               # train_vanilla.py --vanilla: W via f32 only
 def test_baselines_loss_and_gradients_by_hand(baseline, low_trainable, detach):
     model, params, bs = _tiny_params()
-    method = _from_config(dict(baseline=baseline))
+    # a config completed with every default, as jaxquant.main writes it, plus the baseline
+    completed = {k: v for k, v in P.DEFAULTS["pdqat"].items() if k != "bits"}
+    method = _from_config(dict(completed, baseline=baseline))
     latent = method.init(params)
     assert float(latent["duals"]["out"]) == 1.0 and "layers" not in latent["duals"]
     f = jax.jit(jax.value_and_grad(lambda l: method.loss(method, model.apply, l, bs, X, Y, 0)[0]))
@@ -306,11 +308,14 @@ def test_baselines_loss_and_gradients_by_hand(baseline, low_trainable, detach):
 
 
 def test_baseline_contradicted_by_another_key_is_a_config_error():
-    with pytest.raises(ConfigError, match="baseline='anyprec' sets routing='both'.*routing='high'"):
-        _from_config(dict(baseline="anyprec", routing="high"))
+    with pytest.raises(ConfigError, match="baseline='vanilla' sets routing='high'.*routing='both'"):
+        _from_config(dict(baseline="vanilla", routing="both"))
+    with pytest.raises(ConfigError, match="baseline='anyprec' sets layerwise=False.*layerwise=True"):
+        _from_config(dict(baseline="anyprec", layerwise=True))
     with pytest.raises(ConfigError, match="baseline must be None .*anyprec, vanilla"):
         _from_config(dict(baseline="dorefa"))
-    _from_config(dict(baseline="vanilla", routing="high"))  # agreeing keys are fine
+    # agreeing keys, and keys at their default (jaxquant.main fills every default in), are fine
+    _from_config(dict(baseline="vanilla", routing="high"))
 
 
 # ------------------------------------------------------------------ con-qat's layer-wise details

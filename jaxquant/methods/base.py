@@ -12,6 +12,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxquant.config_keys import check_free_keys
+from jaxquant.methods import checks
+
 Params = Any
 Latent = Any
 Array = jax.Array
@@ -93,12 +96,18 @@ def default_loss(method: Method, apply_fn, latent, batch_stats, images, labels, 
 
 
 def as_mask_fn(mask: MaskLike) -> Callable[[Params], Params]:
-    """A params -> bool-pytree function from None (all leaves), a function, or a bool pytree."""
+    """A params -> bool-pytree function from None (all leaves), a function, or a bool pytree.
+
+    The mask it returns is checked against the params it is applied to: the same
+    structure (ValueError naming `mask` and the paths that differ) and Python bool
+    leaves (TypeError: an array or a string such as "no" is not a mask leaf).
+    """
     if mask is None:
         return lambda p: jax.tree.map(lambda _: True, p)
     if callable(mask):
-        return mask
-    return lambda p: mask
+        return lambda p: checks.mask_for(mask(p), p)
+    checks.mask_leaves(mask)  # now, not at the first step
+    return lambda p: checks.mask_for(mask, p)
 
 
 def masked_map(fn: Callable[[Array], Array], mask: Params, tree: Params) -> Params:
@@ -117,7 +126,8 @@ def split_by_mask(mask_fn: Callable[[Params], Params], quantized: optax.Gradient
 def identity_method(optimizer: optax.GradientTransformation) -> Method:
     """Full precision: latent = params, forward = project = identity."""
     ident = lambda p: p  # noqa: E731
-    return Method(init=ident, forward=lambda latent, step: latent, project=ident, tx=optimizer)
+    return Method(init=checks.float_params(ident), forward=lambda latent, step: latent,
+                  project=ident, tx=optimizer)
 
 
 class ScheduledStepState(NamedTuple):
@@ -156,10 +166,9 @@ def method_options(family: str, name: str, ctx: Context, defaults: dict) -> dict
     """
     if name not in defaults:
         raise ValueError(f"jaxquant.methods.{family} has no method {name!r}.")
-    from jaxquant import config_check  # noqa: PLC0415  (config_check imports the registry)
     m = ctx.config.method
     if hasattr(m, "keys"):
-        config_check.check_free_keys(m, "method", defaults[name], f"method {name!r}")
+        check_free_keys(m, "method", defaults[name], f"method {name!r}")
     get = m.get if hasattr(m, "get") else (lambda k, d=None: getattr(m, k, d))
     return {k: get(k, d) for k, d in defaults[name].items()}
 

@@ -22,8 +22,15 @@ The step (paper, eq. 6 / Alg. 1; variant='paper'):
   W_fwd = W + u_t + (−lr c⊙M_t − sg(−lr c⊙M_t))   (value W + u_t; ∂/∂φ through −lr c⊙M_t)
   L = loss(Q(A(W_fwd)));  φ ← Adam(meta_lr) step on ∂L/∂φ;  W ← sg(W_fwd).
 The released code's variant (variant='released') runs the forward at W + u_{t−1} (the
-previous step's refined gradient, one step out of sync) and commits W ← W + u_t.
-The first step, with no previous gradient, leaves W and φ unchanged (as the code does).
+previous step's refined gradient, one step out of sync: meta-quantize.py builds the
+forward weight from `weight.grad`, which still holds last step's refinement) and commits
+W ← W + u_t. The first step, with no previous gradient, leaves W and φ unchanged (as the
+code does).
+
+Which one: the library default is 'paper' (the algorithm the paper states); Table 1 was
+produced by the released code, so every Table-1 config (configs/metaquant_cifar.py and
+its per-cell files, metaquant_imagenet_resnet18.py, launch/metaquant.sh) sets
+variant='released'. docs/fidelity.md lists the remaining differences.
 
 How it fits `Method` without any trainer support: the latent is
   {'weights': the model's params, 'meta': φ, 'memory': one dict per quantized leaf}
@@ -46,7 +53,6 @@ Notebook use::
 """
 from __future__ import annotations
 
-import difflib
 from typing import Any, NamedTuple, Optional
 
 import jax
@@ -54,7 +60,9 @@ import jax.numpy as jnp
 import optax
 
 from jaxquant import quantizers as Q
+from jaxquant.config_keys import check_choice
 from jaxquant.errors import ConfigError
+from jaxquant.methods import checks
 from jaxquant.methods.base import Context, MaskLike, Method, as_mask_fn, method_options
 
 Params = Any
@@ -85,7 +93,7 @@ def init_meta_net(key: Array, kind: str = "multifc", hidden: int = 100) -> dict:
              (gate order i, f, g, o; b = b_ih + b_hh of PyTorch)
     Every weight ~ U(−1/√fan_in, 1/√fan_in) (LSTM: U(−1/√h, 1/√h)).
     """
-    _check_choice(kind, META_NETS, "config.method.meta_net")
+    check_choice(kind, META_NETS, "config.method.meta_net")
     h = int(hidden)
     k = jax.random.split(key, 5)
     if kind == "fcgrad":
@@ -153,12 +161,12 @@ def quantize(w: Array, forward: str = "dorefa", bits: int = 1) -> Array:
 
 
 def _quantize_ste(w: Array, forward: str, bits: int) -> Array:
-    """Ŵ with the released code's STE: dorefa value Q(A(w)), gradient 2 ∂W̃/∂w through the
-    rounding; bwn sg(mean|w|) times sign(w) with gradient 1_{|w| <= 1}."""
+    """Ŵ with the released code's STE (utils/quantize.py): dorefa value Q(A(w)), gradient
+    2 ∂W̃/∂w = (1 − tanh² w)/sg(max|tanh w|) at every bit width; bwn sg(mean|w|)·sign(w)
+    with gradient mean|w|·1_{|w| <= 1}."""
     if forward == "bwn":
-        return sg(jnp.mean(jnp.abs(w))) * Q.gated_straight_through(Q.sign)(w)
-    pre = pre_quantize(w, forward)
-    return sg(quantize(w, forward, bits)) + 2.0 * (pre - sg(pre))
+        return Q.bwn_ste(w, "alpha_gated")
+    return Q.dorefa_weight(w, bits, ste=True, detach_max=True, one_bit_backward="tanh")
 
 
 # --------------------------------------------------------------------------- the method
@@ -169,13 +177,6 @@ class MetaQuantState(NamedTuple):
     base_q: optax.OptState
     base_fp: optax.OptState
     meta: optax.OptState
-
-
-def _check_choice(value, valid, field):
-    if value not in valid:
-        close = difflib.get_close_matches(str(value), valid, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"unknown {field} {value!r}.{hint} Valid choices: {', '.join(valid)}.")
 
 
 def metaquant(optimizer: optax.GradientTransformation,
@@ -192,9 +193,9 @@ def metaquant(optimizer: optax.GradientTransformation,
     forward 'dorefa' | 'bwn'; bits (dorefa); meta_net 'multifc' | 'fcgrad' | 'lstmfc';
     meta_lr (Adam on φ); hidden (meta width); variant 'paper' | 'released' (module docstring).
     """
-    _check_choice(forward, FORWARDS, "config.method.forward")
-    _check_choice(meta_net, META_NETS, "config.method.meta_net")
-    _check_choice(variant, VARIANTS, "config.method.variant")
+    check_choice(forward, FORWARDS, "config.method.forward")
+    check_choice(meta_net, META_NETS, "config.method.meta_net")
+    check_choice(variant, VARIANTS, "config.method.variant")
     bits = Q.check_bits(bits, "config.method.bits")
     if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
         raise ConfigError(f"config.method.hidden must be a positive integer, got {hidden!r}.")
@@ -318,7 +319,7 @@ def metaquant(optimizer: optax.GradientTransformation,
         return updates, MetaQuantState(optax.safe_increment(state.count), base_q, base_fp,
                                        meta_state)
 
-    return Method(init=init, forward=forward_fn, project=project,
+    return Method(init=checks.float_params(init), forward=forward_fn, project=project,
                   tx=optax.GradientTransformation(tx_init, tx_update))
 
 

@@ -71,7 +71,8 @@ E-scaled weights at every bit width, i.e. this method's passes:
   lambda_out = 1 fixed);
 - 'vanilla' (train_vanilla.py --vanilla, seeds 3-5): the primal-dual loop with
   lambda_out fixed at 1 and no dual ascent (routing='high', detach_target=False).
-A key the baseline fixes may not be set to another value in the same config.
+The keys a baseline fixes take its values; setting one of them to a value other
+than its default and the baseline's is a ConfigError.
 
 The dual variables live in the latent: latent = {'params': W, 'duals': lam}.
 The gradient of L with respect to lam is exactly the slack, so `tx` routes the
@@ -99,7 +100,8 @@ import optax
 from jaxquant import quantizers as Q
 from jaxquant.errors import ConfigError
 from jaxquant.masks import path_str
-from jaxquant.methods.base import (Context, LossAux, Method, cross_entropy, masked_map,
+from jaxquant.methods import checks
+from jaxquant.methods.base import (Context, LossAux, Method, as_mask_fn, cross_entropy, masked_map,
                                    method_options)
 
 Params = Any
@@ -250,6 +252,7 @@ def pdqat(optimizer: optax.GradientTransformation, bits: int, *, mask: Callable[
     pass over the training split) or 'none' (lambda fixed at its initial value).
     """
     bits = Q.check_bits(bits, "config.method.bits")
+    mask = as_mask_fn(mask)  # checks the mask against the params it is applied to
     for key, value, valid in (("routing", routing, ROUTINGS), ("fp_weights", fp_weights, FP_WEIGHTS),
                               ("dual_update", dual_update, _FACTORY_DUAL_UPDATES)):
         if value not in valid:
@@ -383,7 +386,7 @@ def pdqat(optimizer: optax.GradientTransformation, bits: int, *, mask: Callable[
         return {"lambda_out": float(duals["out"]), "lambda_layers": layers,
                 "ranking": sorted(layers, key=lambda n: -layers[n])}
 
-    return Method(init=init, forward=forward, project=project, tx=tx, loss=loss,
+    return Method(init=checks.float_params(init), forward=forward, project=project, tx=tx, loss=loss,
                   final_state=final_state,
                   epoch_end=epoch_end if dual_update == "epoch_eval" else None)
 
@@ -397,18 +400,19 @@ DEFAULTS = {"pdqat": dict(
     lambda_out_init=1.0, lambda_layer_init=0.0)}
 
 
-def _resolve_baseline(options: dict, method_config) -> dict:
-    """`options` with the keys a `baseline` fixes; a key the config sets to another value
-    is a ConfigError naming both."""
+def _resolve_baseline(options: dict) -> dict:
+    """`options` with the keys a `baseline` fixes. A config that sets one of them to a
+    value other than both its default and the baseline's is a ConfigError naming both
+    (a value equal to the default reads as unset: `jaxquant.main` completes
+    config.method with every default)."""
     name = options["baseline"]
     if name is None:
         return options
     if name not in BASELINES:
         raise ConfigError(f"config.method.baseline must be None (PD-QAT) or one of "
                           f"{', '.join(BASELINES)}; got {name!r}.")
-    given = set(method_config.keys()) if hasattr(method_config, "keys") else set()
     for key, value in BASELINES[name].items():
-        if key in given and options[key] != value:
+        if options[key] not in (value, DEFAULTS["pdqat"][key]):
             raise ConfigError(
                 f"config.method.baseline={name!r} sets {key}={value!r}, but config.method.{key}="
                 f"{options[key]!r}: remove config.method.{key} (or the baseline).")
@@ -420,7 +424,7 @@ def from_config(name: str, ctx: Context) -> Method:
     eps_out, eps_layer, layerwise, dual_lr, dual_update ('epoch' | 'step' | 'epoch_eval' |
     'none'), routing, detach_target, fp_weights, zb_after_bn, detach_low_outputs,
     low_precision_params, lambda_out_init, lambda_layer_init."""
-    options = _resolve_baseline(method_options("pdqat", name, ctx, DEFAULTS), ctx.config.method)
+    options = _resolve_baseline(method_options("pdqat", name, ctx, DEFAULTS))
     get = options.get
     bits = get("bits")
     dual_update = get("dual_update")
