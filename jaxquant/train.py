@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import sys
 import time
@@ -20,14 +19,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxquant import checkpoints, data, methods, models, parallel
+from jaxquant import checkpoints, data, methods, models, parallel, workdir as workdir_lib
 from jaxquant.config_check import validate
-from jaxquant.errors import UserError
+from jaxquant.errors import ConfigError, UserError
 from jaxquant.data import augment as augment_lib
 from jaxquant.masks import (METHOD_STATE, full_precision_layers, layer_excludes, param_paths,
                             quant_mask)
 from jaxquant.methods.base import Context, Method, default_loss
-from jaxquant.metrics import MetricsWriter, plot_curves
+from jaxquant.metrics import MetricsWriter, plot_curves, window_from_json, window_to_json
 from jaxquant.optim import make_optimizer, make_schedule
 
 
@@ -54,8 +53,7 @@ class NonFiniteError(UserError):
     """The loss, gradients or updated state became NaN/inf (config.train.on_nonfinite='stop')."""
 
 
-class WorkdirError(UserError):
-    """The workdir holds another run, or a run that cannot be resumed."""
+WorkdirError = workdir_lib.WorkdirError
 
 
 def _normalize(images, ds):
@@ -72,6 +70,13 @@ def build_experiment(config) -> Experiment:
     batch = int(config.train.batch_size)
     parallel.check_batch(batch, mesh)
     n_train = len(ds.train.labels) if ds.train.in_memory else len(ds.train)
+    if batch > n_train:
+        held_out = config.dataset.validation
+        carved = f" after config.dataset.validation={held_out}" if held_out else ""
+        raise ConfigError(
+            f"config.train.batch_size={batch} is larger than the training set of "
+            f"{config.dataset.name!r} ({n_train} examples{carved}); use a batch size of at "
+            f"most {n_train}.")
     steps_per_epoch = max(n_train // batch, 1)
     total_steps = int(config.train.steps) or int(config.train.epochs) * steps_per_epoch
 
@@ -310,44 +315,6 @@ def _check_finite(host_metrics, first_step, paths, ckpt, policy, log):
         f"data for NaN/inf), or set config.train.on_nonfinite='skip' to skip such steps.")
 
 
-def _check_workdir(workdir: str, config) -> bool:
-    """True if `workdir` holds an earlier run of this experiment to resume.
-
-    A workdir with another experiment's config (dataset, model, method or quant
-    rules differ), with run outputs but no checkpoint, or with checkpoints but
-    no readable config.json, is refused rather than silently overwritten.
-    """
-    path = os.path.join(workdir, "config.json")
-    has_ckpt = os.path.isdir(os.path.join(workdir, checkpoints.CHECKPOINT_DIR))
-    if not os.path.exists(path):
-        if has_ckpt:
-            raise WorkdirError(
-                f"{workdir!r} holds checkpoints but no config.json ({path!r} is missing), so "
-                f"they cannot be checked against this config. Restore that file, use another "
-                f"--workdir, or pass --overwrite to delete the run and start afresh.")
-        return False
-    try:
-        with open(path) as f:
-            old = json.load(f)
-    except (OSError, ValueError) as e:
-        raise WorkdirError(
-            f"cannot read {path!r} ({e}), so the run in {workdir!r} cannot be checked against "
-            f"this config. Restore that file, use another --workdir, or pass --overwrite to "
-            f"delete the run and start afresh.") from None
-    new = json.loads(config.to_json_best_effort())
-    for section in ("dataset", "model", "method", "quant"):
-        if old.get(section) != new.get(section):
-            raise WorkdirError(
-                f"{workdir!r} holds a run with a different config.{section} "
-                f"({old.get(section)} vs {new.get(section)}). Use another --workdir, or "
-                f"pass --overwrite to delete that run and start afresh.")
-    if not has_ckpt:
-        raise WorkdirError(
-            f"{workdir!r} holds run outputs but no checkpoint to resume from; pass --overwrite "
-            f"to start afresh there, or use another --workdir.")
-    return True
-
-
 def _restore_latest(ckpt, abstract, log):
     """(state, meta) of the newest readable checkpoint, falling back to older ones.
 
@@ -360,6 +327,7 @@ def _restore_latest(ckpt, abstract, log):
     for step in steps:
         try:
             out = ckpt.restore(step, abstract)
+            out = out[0], workdir_lib.check_meta(out[1], step)
         except Exception as e:  # checksum, truncated / missing files, shapes: orbax raises many types
             problems.append(f"step {step} ({ckpt.step_dir(step)}): {checkpoints.describe_read_error(e)}")
             bad.append(step)
@@ -376,8 +344,9 @@ def _restore_latest(ckpt, abstract, log):
         return out
     raise WorkdirError(
         "no readable checkpoint to resume from: " + "; ".join(problems) +
-        ". If the model or method changed, use another --workdir; to discard this run, pass "
-        "--overwrite.")
+        ". The run's config.json matches this config, so the checkpoints are damaged (or were "
+        "written by another version of jaxquant); to discard this run, pass --overwrite, or "
+        "use another --workdir.")
 
 
 def _progress(total: int, initial: int, images_per_step: int, log):
@@ -433,8 +402,8 @@ def _install_signal_handlers(flag: dict):
     return previous
 
 
-def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = None,
-                       log=print) -> dict:
+def train_and_evaluate(config, workdir: str, *, overwrite: bool = False,
+                       stop_after_steps: int | None = None, log=print) -> dict:
     """Train `config` in `workdir` (resuming if it holds checkpoints) and return
     the final metrics: test accuracy of the hard-quantized network, best
     validation accuracy and the test accuracy at it, step, preempted flag and
@@ -445,19 +414,28 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
     a non-finite loss, gradient or updated state stops with `NonFiniteError`
     (config.train.on_nonfinite='stop') or skips that step ('skip').
 
+    The workdir follows `jaxquant.workdir`: checked before any data is loaded, locked
+    for the run, replaced only if it is a run and `overwrite` is set, resumed only with
+    a config of the same trajectory.
+
     `stop_after_steps` stops early as a preemption would (tests use it).
     """
     main_process = parallel.is_main_process()
     if not main_process:
         log = lambda *_: None  # noqa: E731
+    validate(config)
+    plan = workdir_lib.plan(workdir, config, overwrite=overwrite,  # refusals write nothing
+                            main_process=main_process)
     exp = build_experiment(config)
-    resuming = _check_workdir(workdir, config)
-    parallel.sync("workdir checked")  # before process 0 writes into it
+    with workdir_lib.claimed(plan, main_process=main_process, log=log):
+        parallel.sync("workdir claimed")  # before any process reads what process 0 wrote
+        return _train(exp, plan, workdir, stop_after_steps, log)
+
+
+def _train(exp: Experiment, plan, workdir: str, stop_after_steps, log) -> dict:
+    config = exp.config
+    main_process = parallel.is_main_process()
     method, mesh = exp.method, exp.mesh
-    if main_process:
-        os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
 
     rep = parallel.replicated(mesh)
     state = parallel.to_global(jax.device_get(init_state(exp)), rep)
@@ -471,12 +449,17 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
     best_ckpt = checkpoints.Checkpointer(workdir, keep=1, subdir="best")
     writer = MetricsWriter(workdir, enabled=parallel.is_main_process())
     meta = dict(best_val_accuracy=-1.0, test_at_best_val=-1.0, best_step=-1)
-    if resuming and ckpt.all_steps():
+    if plan.resume and ckpt.all_steps():
         abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), state)
         state, meta = _restore_latest(ckpt, abstract, log)
         log(f"resumed from {ckpt.directory} at step {int(state['step'])}")
-    if resuming:  # records past the restored step (or all, if none was saved) are redone
-        writer.truncate_after(int(state["step"]))
+    if plan.resume:
+        workdir_lib.accept_resume(plan, int(state["step"]), main_process=main_process, log=log)
+    # records past the restored step (all, for a new run) are redone; the steps since the
+    # last record before the checkpoint come back from its meta, so records average the
+    # same steps as in an uninterrupted run
+    writer.truncate_after(int(state["step"]))
+    pending = window_from_json(meta.pop("pending", []))
     start = int(state["step"])
 
     train_step = jax.jit(make_train_step(exp), donate_argnums=0)
@@ -505,12 +488,11 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
 
     def save(step):
         weights = project(state["latent"])
-        ckpt.save(step, dict(params=weights, batch_stats=state["batch_stats"]), dict(meta),
-                  state=state)
+        ckpt.save(step, dict(params=weights, batch_stats=state["batch_stats"]),
+                  dict(meta, pending=window_to_json(jax.device_get(pending))), state=state)
 
     stop = {}
     previous_handlers = _install_signal_handlers(stop)
-    pending = []
     bar, log = _progress(end, start, int(config.train.batch_size), log)
     t0 = time.time()
     try:
@@ -524,7 +506,7 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
                 state["latent"] = parallel.to_global(jax.device_get(method.epoch_end(
                     latent, lambda fn: split_mean(fn, latent, bs))), rep)
             is_eval = done % eval_every == 0 or done == exp.total_steps
-            if done % log_every == 0 or is_eval or done == end:
+            if done % log_every == 0 or is_eval:
                 host = jax.device_get(pending)
                 pending = []
                 _check_finite(host, done - len(host) + 1, leaf_paths, ckpt,
@@ -592,10 +574,7 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
 def run(config, workdir: str, overwrite: bool = False) -> dict:
     """Entry point of `jaxquant.main`: train `config` in `workdir`.
 
-    With `overwrite`, an existing run in `workdir` is deleted first; without
-    it, an existing run of the same experiment is resumed.
+    With `overwrite`, a run in `workdir` is replaced (a folder holding anything else
+    is refused); without it, a run of the same trajectory is resumed.
     """
-    if overwrite and os.path.isdir(workdir) and parallel.is_main_process():
-        shutil.rmtree(workdir)
-    parallel.sync("workdir overwritten")
-    return train_and_evaluate(config, workdir)
+    return train_and_evaluate(config, workdir, overwrite=overwrite)
