@@ -1,4 +1,5 @@
-"""DoReFa STE QAT baseline for the PD-QAT CPU runs, 2-bit ResNet-8q on Fashion-MNIST (jaxquant.papers.pdqat)."""
+"""PD-QAT's baseline (con-qat train_anyprec.py: CE(f^32) + CE_soft(f^b, sg softmax f^32)) for the
+PD-QAT CPU runs, 2-bit ResNet-8q on Fashion-MNIST (jaxquant.papers.pdqat)."""
 from jaxquant.papers.pdqat import pdqat_fashion_mnist
 
 

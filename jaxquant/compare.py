@@ -45,6 +45,7 @@ from typing import Any, Callable, NamedTuple
 import ml_collections
 
 from jaxquant.errors import UserError
+from jaxquant.papers import pdqat as _pdqat_papers
 from jaxquant.papers.mirror import OFFICIAL_OPTIONS as _MD_OFFICIAL
 
 # --------------------------------------------------------------------- presets
@@ -99,6 +100,7 @@ def _homotopy(paper_reg_rate: float = 1e-4, paper_freeze: int = 200,
 # trained by the trainer). Adding a method to the comparison = adding one entry here;
 # a plain registered method name needs none.
 _PAPER_TERNARY_QUANT = dict(exclude=("stem/.*", "head/.*"))  # ProxQuant ternary: first/last fp
+_PDQAT_CODE = _pdqat_papers.CODE_DETAILS  # PD-QAT's table settings (con-qat's behaviour)
 PRESETS: dict[str, dict[str, Any]] = {
     "fp": dict(method=dict(name="fp")),
     "ste": dict(method=dict(name="ste", quantizer="sign")),
@@ -135,6 +137,12 @@ PRESETS: dict[str, dict[str, Any]] = {
                                          meta_net="lstmfc")),
     "pdqat": dict(method=dict(name="pdqat", bits=1)),
     "pdqat_layerwise": dict(method=dict(name="pdqat", bits=1, layerwise=True)),
+    # PD-QAT as its paper-table configs run it (con-qat's behaviour, jaxquant.papers.pdqat),
+    # and its baseline column's two scripts (train_anyprec.py, train_vanilla.py --vanilla)
+    "pdqat_table": dict(method=dict(name="pdqat", bits=1, **_PDQAT_CODE)),
+    "pdqat_layerwise_table": dict(method=dict(name="pdqat", bits=1, layerwise=True, **_PDQAT_CODE)),
+    "pdqat_anyprec": dict(method=dict(name="pdqat", bits=1, baseline="anyprec")),
+    "pdqat_vanilla": dict(method=dict(name="pdqat", bits=1, baseline="vanilla")),
     # post-training: quantizes this comparison's own full-precision run (list fp first);
     # the library's consistent H, not the official code's permuted one (a paper-table
     # option, config.ldnq.hessian_order='official'): the preset compares the algorithm

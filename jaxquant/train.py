@@ -190,15 +190,14 @@ def make_eval_fn(exp: Experiment):
     return eval_batch
 
 
-def evaluate(exp: Experiment, eval_batch, params, batch_stats, split) -> dict:
-    """Accuracy and mean loss of (params, batch_stats) on a split, in fixed-size batches
-    (per example; per position for sequence labels (N, T), e.g. next-byte targets)."""
+def _fixed_batches(exp: Experiment, split):
+    """(images, labels, valid) of `split` in order, in global batches of the eval batch size
+    (the last one zero-padded, `valid` False on the padding)."""
     n = len(split.labels) if split.in_memory else len(split)
     size = int(exp.config.train.eval_batch_size)
     size -= size % exp.mesh.devices.size
     size = max(size, exp.mesh.devices.size)
     sharding = parallel.batch_sharded(exp.mesh)
-    correct, loss, count = 0, 0.0, 0
     for start in range(0, n, size):
         idx = np.arange(start, min(start + size, n))
         if split.in_memory:
@@ -210,11 +209,44 @@ def evaluate(exp: Experiment, eval_batch, params, batch_stats, split) -> dict:
         if pad:
             images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
             labels = np.concatenate([labels, np.zeros((pad, *labels.shape[1:]), labels.dtype)])
-        c, lsum = eval_batch(params, batch_stats, *parallel.to_global((images, labels, valid), sharding))
+        yield parallel.to_global((images, labels, valid), sharding)
+
+
+def evaluate(exp: Experiment, eval_batch, params, batch_stats, split) -> dict:
+    """Accuracy and mean loss of (params, batch_stats) on a split, in fixed-size batches
+    (per example; per position for sequence labels (N, T), e.g. next-byte targets)."""
+    n = len(split.labels) if split.in_memory else len(split)
+    correct, loss, per_example = 0, 0.0, 1
+    for images, labels, valid in _fixed_batches(exp, split):
+        c, lsum = eval_batch(params, batch_stats, images, labels, valid)
         correct += int(c)
         loss += float(lsum)
-        count += len(idx) * int(np.prod(labels.shape[1:]))
+        per_example = int(np.prod(labels.shape[1:]))
+    count = n * per_example
     return dict(accuracy=correct / max(count, 1), loss=loss / max(count, 1))
+
+
+def make_split_mean(exp: Experiment, split):
+    """(fn, latent, batch_stats) -> mean over the examples of `split` of
+    fn(apply_fn, latent, batch_stats, images, labels) (per-example pytree, leading batch axis):
+    the `mean_over_train` of `Method.epoch_end`. Each fn is jitted once."""
+    n = len(split.labels) if split.in_memory else len(split)
+    compiled = {}
+
+    def mean(fn, latent, batch_stats):
+        if fn not in compiled:
+            def sums(latent, batch_stats, images, labels, valid):
+                out = fn(exp.model.apply, latent, batch_stats, _normalize(images, exp.dataset), labels)
+                return jax.tree.map(lambda v: jnp.sum(jnp.where(
+                    valid.reshape((-1,) + (1,) * (v.ndim - 1)), v, 0.0), axis=0), out)
+            compiled[fn] = jax.jit(sums)
+        total = None
+        for images, labels, valid in _fixed_batches(exp, split):
+            part = compiled[fn](latent, batch_stats, images, labels, valid)
+            total = part if total is None else jax.tree.map(jnp.add, total, part)
+        return jax.tree.map(lambda t: t / max(n, 1), total)
+
+    return mean
 
 
 class _Batches:
@@ -438,6 +470,7 @@ def _train(exp: Experiment, plan, workdir: str, stop_after_steps, log) -> dict:
 
     train_step = jax.jit(make_train_step(exp), donate_argnums=0)
     eval_batch = make_eval_fn(exp)
+    split_mean = make_split_mean(exp, exp.dataset.train)
     batches = _Batches(exp)
     eval_every = int(config.train.eval_every_steps) or exp.steps_per_epoch
     ckpt_every = int(config.train.checkpoint_every_steps) or eval_every
@@ -474,6 +507,10 @@ def _train(exp: Experiment, plan, workdir: str, stop_after_steps, log) -> dict:
             state, metrics = train_step(state, images, labels)
             pending.append(metrics)
             done = step + 1
+            if method.epoch_end is not None and done % exp.steps_per_epoch == 0:
+                latent, bs = state["latent"], state["batch_stats"]
+                state["latent"] = parallel.to_global(jax.device_get(method.epoch_end(
+                    latent, lambda fn: split_mean(fn, latent, bs))), rep)
             is_eval = done % eval_every == 0 or done == exp.total_steps
             if done % log_every == 0 or is_eval:
                 host = jax.device_get(pending)

@@ -20,9 +20,9 @@ from jaxquant.config_check import validate
 from jaxquant.errors import ConfigError
 from jaxquant.masks import MaskError, full_precision_layers, param_paths, quant_mask
 from jaxquant.methods import pdqat as P
-from jaxquant.methods.base import default_loss
+from jaxquant.methods.base import Context, default_loss
 from jaxquant.methods.baselines import dorefa
-from jaxquant.papers.pdqat import pdqat_cifar10
+from jaxquant.papers.pdqat import baseline_for_seed, pdqat_cifar10
 
 BITS = 2
 EPS_OUT, EPS_LAYER = 0.3, 0.01
@@ -126,6 +126,8 @@ class Tiny(nn.Module):
         out = nn.BatchNorm(use_running_average=not train, name=names[0])(y)
         if self.is_initializing():
             nn.BatchNorm(use_running_average=not train, name=names[1])(y)
+        if layer_inputs is None:  # fc's output after its BatchNorm (zb_after_bn)
+            self.sow("intermediates", "fc_output_bn", q(jnp.clip(out, 0, 1)))
         return nn.Dense(2, name="head")(out)
 
 
@@ -247,6 +249,216 @@ def test_shared_weights_get_no_gradient_from_the_low_precision_path_by_default()
     assert not np.allclose(g_both["fc"]["kernel"], g["fc"]["kernel"])
 
 
+# ------------------------------------------------------------------ con-qat's baselines
+
+def _from_config(method_cfg, mask=FC_ONLY):
+    cfg = ml_collections.ConfigDict(dict(method=dict(name="pdqat", bits=BITS, **method_cfg)))
+    ctx = Context(config=cfg, optimizer=optax.sgd(0.1), learning_rate=lambda s: 0.1, mask=mask,
+                  steps_per_epoch=3)
+    return P.from_config("pdqat", ctx)
+
+
+def _tiny_params():
+    model = Tiny()
+    v = model.init(jax.random.PRNGKey(0), X, train=False)
+    params = jax.tree.map(lambda a: a + 0.1 * jax.random.normal(jax.random.PRNGKey(7), a.shape),
+                          v["params"])
+    return model, params, v["batch_stats"]
+
+
+def _baseline_by_hand(p, low_trainable, detach_target):
+    """CE(f32) + 1 * CE_soft(f^b, softmax f32), the low pass training only `low_trainable`."""
+    frozen = jax.tree.map(jax.lax.stop_gradient, p)
+    low = {k: (p[k] if k in low_trainable else frozen[k]) for k in p}
+    head = lambda h, q: h @ q["head"]["kernel"] + q["head"]["bias"]  # noqa: E731
+    xq = Q.dorefa_activation(X, BITS)
+    logits_b = head(_bn(xq @ P.pdqat_weight(low["fc"]["kernel"], BITS, ste=True), low["bn"]), low)
+    logits_32 = head(_bn(X @ P.high_precision_weight(p["fc"]["kernel"]), p["bn_fp"]), p)
+    logp32 = jax.nn.log_softmax(logits_32)
+    target = jnp.exp(logp32)
+    if detach_target:
+        target = jax.lax.stop_gradient(target)
+    ce = -jnp.mean(logp32[jnp.arange(len(Y)), Y])
+    return ce + -jnp.mean(jnp.sum(target * jax.nn.log_softmax(logits_b), -1))
+
+
+@pytest.mark.parametrize("baseline,low_trainable,detach", [
+    ("anyprec", {"bn", "fc", "head"}, True),   # train_anyprec.py: both passes train W
+    ("vanilla", {"bn"}, False)])               # train_vanilla.py --vanilla: W via f32 only
+def test_baselines_loss_and_gradients_by_hand(baseline, low_trainable, detach):
+    model, params, bs = _tiny_params()
+    # a config completed with every default, as jaxquant.main writes it, plus the baseline
+    completed = {k: v for k, v in P.DEFAULTS["pdqat"].items() if k != "bits"}
+    method = _from_config(dict(completed, baseline=baseline))
+    latent = method.init(params)
+    assert float(latent["duals"]["out"]) == 1.0 and "layers" not in latent["duals"]
+    f = jax.jit(jax.value_and_grad(lambda l: method.loss(method, model.apply, l, bs, X, Y, 0)[0]))
+    value, grads = f(latent)
+    want, want_g = jax.jit(jax.value_and_grad(
+        lambda p: _baseline_by_hand(p, low_trainable, detach)))(params)
+    np.testing.assert_allclose(value, want, rtol=1e-5)  # eps_out = 0: the loss is CE + D_out
+    for path, g, w in zip(param_paths(want_g), jax.tree.leaves(grads["params"]), jax.tree.leaves(want_g)):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6, err_msg=path)
+    # lambda_out stays 1: the duals' update is zero whatever their gradient (the slack)
+    state = method.tx.init(latent)
+    for _ in range(4):
+        updates, state = method.tx.update(grads, state, latent)
+        latent = optax.apply_updates(latent, updates)
+    assert float(latent["duals"]["out"]) == 1.0 and method.epoch_end is None
+
+
+def test_baseline_contradicted_by_another_key_is_a_config_error():
+    with pytest.raises(ConfigError, match="baseline='vanilla' sets routing='high'.*routing='both'"):
+        _from_config(dict(baseline="vanilla", routing="both"))
+    with pytest.raises(ConfigError, match="baseline='anyprec' sets layerwise=False.*layerwise=True"):
+        _from_config(dict(baseline="anyprec", layerwise=True))
+    with pytest.raises(ConfigError, match="baseline must be None .*anyprec, vanilla"):
+        _from_config(dict(baseline="dorefa"))
+    # agreeing keys, and keys at their default (jaxquant.main fills every default in), are fine
+    _from_config(dict(baseline="vanilla", routing="high"))
+
+
+# ------------------------------------------------------------------ con-qat's layer-wise details
+
+def _layer_grads(method_kw, lam_l=2.5):
+    """Lagrangian gradients of the tiny model with lambda_out = 0 (D_l's gradient alone)."""
+    model, params, bs = _tiny_params()
+    method = P.pdqat(optax.sgd(0.1), BITS, mask=FC_ONLY, eps_out=EPS_OUT, eps_layer=EPS_LAYER,
+                     layerwise=True, **method_kw)
+    latent = method.init(params)
+    latent["duals"] = {"out": jnp.asarray(0.0), "layers": {"fc": jnp.asarray(lam_l)}}
+    return params, jax.jit(jax.grad(lambda l: method.loss(method, model.apply, l, bs, X, Y, 0)[0]))(latent)
+
+
+def _d_layer_by_hand(p, after_bn, detach_zb, low_trainable):
+    frozen = jax.tree.map(jax.lax.stop_gradient, p)
+    low = {k: (p[k] if k in low_trainable else frozen[k]) for k in p}
+    xq = Q.dorefa_activation(X, BITS)
+    y_b = xq @ P.pdqat_weight(low["fc"]["kernel"], BITS, ste=True)
+    z_b = _q(jnp.clip(_bn(y_b, low["bn"]) if after_bn else y_b, 0, 1))
+    if detach_zb:
+        z_b = jax.lax.stop_gradient(z_b)
+    z_32 = jnp.clip(xq @ P.high_precision_weight(p["fc"]["kernel"]), 0, 1)
+    return jnp.mean((z_32 - z_b) ** 2)
+
+
+def test_zb_after_bn_compares_the_low_precision_output_after_its_batchnorm():
+    # con-qat's first conv of a block: z_b = q(clip(bn(conv_b x))) vs z_32 = clip(conv_32 x)
+    model, params, bs = _tiny_params()
+    for after_bn in (False, True):
+        method = P.pdqat(optax.sgd(0.1), BITS, mask=FC_ONLY, eps_out=EPS_OUT, eps_layer=EPS_LAYER,
+                         layerwise=True, zb_after_bn=after_bn)
+        g = jax.jit(jax.grad(lambda l: method.loss(method, model.apply, l, bs, X, Y, 0)[0]))(
+            method.init(params))
+        d = jax.jit(lambda p: _d_layer_by_hand(p, after_bn, False, {"bn"}))(params)
+        np.testing.assert_allclose(g["duals"]["layers"]["fc"], d - EPS_LAYER, rtol=1e-5, atol=1e-7)
+    # after BN the low-precision BatchNorm gets D_l's gradient (lambda_out = 0: nothing else)
+    _, g = _layer_grads(dict(zb_after_bn=True))
+    ce_only = _layer_grads(dict(zb_after_bn=True), lam_l=0.0)[1]  # CE(f32): no low-precision BN
+    want = jax.jit(jax.grad(lambda p: 2.5 * _d_layer_by_hand(p, True, False, {"bn"})))(params)
+    for name in ("bn", "fc"):
+        for a, c0, b in zip(jax.tree.leaves(g["params"][name]), jax.tree.leaves(ce_only["params"][name]),
+                            jax.tree.leaves(want[name])):
+            np.testing.assert_allclose(a - c0, b, rtol=1e-4, atol=1e-6)
+    assert np.abs(g["params"]["bn"]["scale"]).max() > 1e-4
+    assert np.abs(ce_only["params"]["bn"]["scale"]).max() == 0.0
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_detach_low_outputs_stops_the_gradient_through_zb(detach):
+    # routing 'both': without detaching, D_l reaches fc's kernel through z_b (STE) as well
+    params, g = _layer_grads(dict(routing="both", detach_low_outputs=("fc",) if detach else ()))
+    want = jax.jit(jax.grad(lambda p: 2.5 * _d_layer_by_hand(p, False, detach, {"bn", "fc", "head"})))(params)
+    ce_only = _layer_grads(dict(routing="both"), lam_l=0.0)[1]
+    got = g["params"]["fc"]["kernel"] - ce_only["params"]["fc"]["kernel"]  # D_l's part
+    np.testing.assert_allclose(got, want["fc"]["kernel"], rtol=1e-4, atol=1e-6)
+    other = jax.jit(jax.grad(lambda p: 2.5 * _d_layer_by_hand(p, False, not detach, {"bn", "fc", "head"})))(params)
+    assert not np.allclose(got, other["fc"]["kernel"], atol=1e-5)
+
+
+# ------------------------------------------------------------------ con-qat's dual update
+
+def test_epoch_eval_dual_update_is_the_eval_mode_mean_slack_by_hand():
+    model, params, _ = _tiny_params()
+    # running statistics of both BN sets (eval mode uses them, not the batch's)
+    bs = {"bn": {"mean": jnp.array([0.1, -0.2, 0.3]), "var": jnp.array([0.5, 2.0, 1.5])},
+          "bn_fp": {"mean": jnp.array([-0.3, 0.2, 0.0]), "var": jnp.array([1.2, 0.7, 0.9])}}
+    method = P.pdqat(optax.sgd(0.1), BITS, mask=FC_ONLY, eps_out=EPS_OUT, eps_layer=EPS_LAYER,
+                     layerwise=True, dual_update="epoch_eval", dual_lr=0.05)
+    latent = method.init(params)
+    latent["duals"] = {"out": jnp.asarray(0.7), "layers": {"fc": jnp.asarray(0.02)}}
+
+    def mean_over_train(fn):  # the trainer's contract, over two batches of 3
+        parts = [jax.device_get(fn(model.apply, latent, bs, X[i:i + 3], Y[i:i + 3])) for i in (0, 3)]
+        return jax.tree.map(lambda *a: np.concatenate(a).mean(0), *parts)
+
+    new = method.epoch_end(latent, mean_over_train)
+    # by hand, numpy, eval-mode BN: (y - mean) / sqrt(var + 1e-5) * scale + bias
+    p = jax.tree.map(np.asarray, params)
+    ev = lambda y, n: (y - np.asarray(bs[n]["mean"])) / np.sqrt(np.asarray(bs[n]["var"]) + 1e-5) \
+        * p[n]["scale"] + p[n]["bias"]  # noqa: E731
+    head = lambda h: h @ p["head"]["kernel"] + p["head"]["bias"]  # noqa: E731
+    q = lambda v: np.round(np.clip(v, 0, 1) * 3) / 3  # noqa: E731
+    xq = q(np.asarray(X))
+    w_b, w_32 = np.asarray(P.pdqat_weight(p["fc"]["kernel"], BITS)), np.asarray(P.high_precision_weight(p["fc"]["kernel"]))
+    lb, l32 = head(ev(xq @ w_b, "bn")), head(ev(np.asarray(X) @ w_32, "bn_fp"))
+    log_sm = lambda z: z - z.max(-1, keepdims=True) - np.log(np.exp(z - z.max(-1, keepdims=True)).sum(-1, keepdims=True))  # noqa: E731
+    d_out = -(np.exp(log_sm(l32)) * log_sm(lb)).sum(-1)
+    d_l = ((np.clip(xq @ w_32, 0, 1) - q(xq @ w_b)) ** 2).mean(-1)
+    np.testing.assert_allclose(new["duals"]["out"], max(0.0, 0.7 + 0.05 * (d_out.mean() - EPS_OUT)), rtol=1e-5)
+    np.testing.assert_allclose(new["duals"]["layers"]["fc"], max(0.0, 0.02 + 0.05 * (d_l.mean() - EPS_LAYER)),
+                               rtol=1e-5, atol=1e-8)
+    assert new["params"] is latent["params"]
+    # the training steps leave the duals alone in this mode
+    grads = jax.tree.map(jnp.ones_like, latent)
+    updates, _ = method.tx.update(grads, method.tx.init(latent), latent)
+    assert all(float(u) == 0.0 for u in jax.tree.leaves(updates["duals"]))
+
+
+def test_trainer_split_mean_is_the_mean_over_the_unaugmented_training_split():
+    from jaxquant import train
+    c = load_config("fp_digits")
+    c.train.eval_batch_size = 100  # 1437 / 100: the last batch is padded
+    exp = train.build_experiment(c)
+    mean = train.make_split_mean(exp, exp.dataset.train)
+
+    def fn(apply_fn, latent, batch_stats, images, labels):
+        del apply_fn, batch_stats
+        return {"pixel": images[:, 3, 4, 0] * latent, "label": labels.astype(jnp.float32)}
+
+    got = mean(fn, jnp.asarray(2.0), {})
+    tr = exp.dataset.train
+    x = (tr.images.astype(np.float64) / 255.0 - np.asarray(exp.dataset.mean)) / np.asarray(exp.dataset.std)
+    np.testing.assert_allclose(got["pixel"], 2.0 * x[:, 3, 4, 0].mean(), rtol=1e-4)
+    np.testing.assert_allclose(got["label"], tr.labels.mean(), rtol=1e-6)
+
+
+def test_trainer_calls_epoch_end_after_every_epoch_and_keeps_its_latent(tmp_path, monkeypatch):
+    from jaxquant import train
+    from jaxquant.methods.base import identity_method
+    c = load_config("fp_digits")
+    c.model.features = (16,)
+    c.train.update(batch_size=512, epochs=3, log_every_steps=1, eval_every_steps=0)  # 2 steps / epoch
+    calls = []
+
+    def label_mean(apply_fn, latent, batch_stats, images, labels):
+        return labels.astype(jnp.float32)
+
+    def epoch_end(latent, mean_over_train):
+        calls.append(float(mean_over_train(label_mean)))
+        return jax.tree.map(lambda x: x * 0.0, latent)  # visible in the final weights
+
+    def build(name, ctx):
+        return identity_method(optax.sgd(0.0))._replace(epoch_end=epoch_end)
+
+    monkeypatch.setattr(train.methods, "build", build)
+    train.train_and_evaluate(c, str(tmp_path), log=lambda *_: None)
+    labels = train.build_experiment(c).dataset.train.labels
+    np.testing.assert_allclose(calls, [labels.mean()] * 3, rtol=1e-6)
+    weights, _, _ = train.checkpoints.load_weights(str(tmp_path))
+    assert all(np.all(np.asarray(w) == 0) for w in jax.tree.leaves(weights))
+
+
 def test_layerwise_needs_a_model_that_sows_layer_outputs():
     class Plain(nn.Module):
         @nn.compact
@@ -339,6 +551,53 @@ def test_resnet20q_switches_bn_set_and_activation_quantization(resnet8q):
     assert len(np.unique(np.asarray(inter[True]["stage2_block0/conv2"]))) > 4
 
 
+def test_resnet20q_sows_the_first_conv_output_after_its_batchnorm(resnet8q):
+    # con-qat's z_b of a block's first conv: q(clip(bn(conv(x)))), BN in training mode
+    model, v, x = resnet8q
+    inter = jax.jit(lambda v: model.apply(v, x, train=True, low_precision=True,
+                                          mutable=["batch_stats", "intermediates"])[1])(v)["intermediates"]
+    # (stage2_block0/conv2 is kept at 32 bits in this fixture: its input, con-qat's z_b of
+    # conv1 there, is not quantized, as con-qat's Conv2d_FULL passes it)
+    for block, stride, bits in (("stage1_block0", 1, 2), ("stage2_block0", 2, None)):
+        xin = np.asarray(inter[block]["conv1_input"][0])
+        y = jax.lax.conv_general_dilated(xin, v["params"][block]["conv1"]["kernel"], (stride, stride),
+                                         ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        y = np.asarray(y)
+        bn = (y - y.mean((0, 1, 2))) / np.sqrt(y.var((0, 1, 2)) + 1e-5)  # scale 1, bias 0
+        want = np.clip(bn, 0, 1)
+        if bits:
+            want = np.round(want * (2 ** bits - 1)) / (2 ** bits - 1)
+        np.testing.assert_allclose(inter[block]["conv1_output_bn"][0], want, atol=1e-5)
+
+
+def test_torch_init_draws_uniform_within_one_over_sqrt_fan_in():
+    from jaxquant.models import layers
+
+    class Convs(nn.Module):  # the layer builders every model uses
+        sw: layers.Switches
+
+        @nn.compact
+        def __call__(self, x):
+            x = layers.conv(self.sw, 32, 3, name="c3", bias=True)(x)
+            x = layers.conv(self.sw, 64, 1, name="c1", bias=False)(x)
+            return layers.head(self.sw, 10)(jnp.mean(x, axis=(1, 2)))
+
+    sw = layers.switches_from_config(ml_collections.ConfigDict(dict(init="torch")))
+    params = jax.jit(lambda k: Convs(sw).init(k, jnp.zeros((1, 4, 4, 16))))(jax.random.PRNGKey(0))["params"]
+    fan_in = {"c3/kernel": 3 * 3 * 16, "c3/bias": 3 * 3 * 16, "c1/kernel": 32,
+              "head/kernel": 64, "head/bias": 64}  # PyTorch: in_channels * kh * kw
+    flat = dict(zip(param_paths(params), jax.tree.leaves(params)))
+    for path, n in fan_in.items():
+        w, bound = np.asarray(flat[path]), 1 / np.sqrt(n)
+        assert np.abs(w).max() <= bound and np.abs(w).max() > 0.8 * bound, path
+        if w.size > 1000:  # U(-b, b): std b / sqrt(3)
+            assert abs(w.std() - bound / np.sqrt(3)) < 0.05 * bound, path
+    default = Convs(layers.Switches()).init(jax.random.PRNGKey(0), jnp.zeros((1, 4, 4, 16)))["params"]
+    assert np.abs(default["head"]["bias"]).max() == 0.0  # Flax's default: zero biases
+    with pytest.raises(ConfigError, match="config.model.init must be one of default, xavier_uniform, torch"):
+        layers.switches_from_config(ml_collections.ConfigDict(dict(init="pytorch")))
+
+
 def test_dorefa_baseline_composes_with_resnet20q(resnet8q):
     model, v, x = resnet8q
     one_set = jax.eval_shape(lambda: _resnet20q(depth=8, expand=1, switchable_bn=False).init(
@@ -358,16 +617,27 @@ def test_dorefa_baseline_composes_with_resnet20q(resnet8q):
 # ------------------------------------------------------------------ configs and mixed precision
 
 @pytest.mark.parametrize("bits", [1, 2, 4, 8])
-def test_table_configs_carry_the_paper_eps(bits):
+def test_table_configs_carry_the_paper_eps_and_the_code_behaviour(bits):
     for kind in ("baseline", "output", "layerwise"):
         c = load_config(f"pdqat_cifar10_b{bits}_{kind}")
         validate(c)
         assert c.model.act_bits == bits and c.train.epochs == 100
-        if kind != "baseline":
+        assert c.model.init == "torch" and c.model.switchable_bn and c.method.name == "pdqat"
+        if kind == "baseline":  # PD-QAT's own baseline, not DoReFa
+            assert c.method.baseline == "anyprec"
+        else:
             assert c.method.eps_out == P.PAPER_EPS_OUT[bits]
             assert c.method.layerwise == (kind == "layerwise")
+            assert c.method.dual_update == "epoch_eval" and c.method.zb_after_bn
+            assert tuple(c.method.detach_low_outputs) == (r".*/conv2", r".*/shortcut")
     assert pdqat_cifar10(2, "layerwise").method.eps_layer == pytest.approx(1 / 3)
-    assert pdqat_cifar10(1, "baseline").method.name == "dorefa"
+    assert pdqat_cifar10(1, "baseline", "vanilla").method.baseline == "vanilla"
+    # con-qat's final_table: seeds 0-2 from train_anyprec.py, 3-5 from train_vanilla.py
+    assert [baseline_for_seed(s) for s in range(6)] == ["anyprec"] * 3 + ["vanilla"] * 3
+    mixed = load_config("pdqat_cifar10_b1_mixed")
+    assert mixed.method.eps_out == 0.1 and not mixed.method.layerwise and mixed.method.bits == 1
+    launcher = open(os.path.join(os.path.dirname(__file__), "..", "launch", "pdqat.sh")).read()
+    assert "name=dorefa" not in launcher and "--config.method.baseline=" in launcher
 
 
 def test_full_precision_layers_spec_forms(tmp_path):
@@ -407,15 +677,18 @@ def test_dual_ranking_file_round_trips_into_a_mixed_precision_run(tmp_path):
     assert state["ranking"][:3] == list(lams)
     (tmp_path / "method_state.json").write_text(json.dumps(state))
 
-    c.method = dict(name="dorefa", weight_bits=1, one_bit_scale=True)
-    c.model.switchable_bn = False
+    c = load_config("pdqat_cifar10_b1_mixed")  # con-qat's mixed runs: 1-bit PD-QAT, output constraint
+    c.dataset.update(name="digits", validation=0)
+    c.model.update(depth=8, expand=1)
     c.quant.full_precision_layers = f"top:2:{tmp_path}"
     mixed = train.build_experiment(c)
     flat = dict(zip(param_paths(mixed.mask), jax.tree.leaves(mixed.mask)))
     assert not flat["stage3_block0/shortcut/kernel"] and not flat["stage1_block0/conv1/kernel"]
     assert flat["stage2_block0/conv2/kernel"] and not flat["stem/kernel"]
     assert mixed.model.sw.full_precision_layers == ("stage3_block0/shortcut", "stage1_block0/conv1")
-    projected = mixed.method.project(mixed.method.init(mixed.params))
+    latent = mixed.method.init(mixed.params)
+    assert "layers" not in latent["duals"]
+    projected = mixed.method.project(latent)
     np.testing.assert_array_equal(projected["stage3_block0"]["shortcut"]["kernel"],
                                   mixed.params["stage3_block0"]["shortcut"]["kernel"])
     assert len(np.unique(np.asarray(projected["stage2_block0"]["conv2"]["kernel"]))) == 2

@@ -34,6 +34,13 @@ class Method(NamedTuple):
     final_state: optional; latent -> JSON-able dict of method state (e.g. PD-QAT's
              dual variables) that the trainer writes to `<workdir>/method_state.json`
              at the end of a run.
+    epoch_end: optional; (latent, mean_over_train) -> latent, called by the trainer
+             after the last step of every epoch (e.g. PD-QAT's dual update from an
+             eval-mode pass over the training split). `mean_over_train(fn)` is the mean
+             over the examples of the un-augmented training split (fixed order) of
+             fn(apply_fn, latent, batch_stats, images, labels), a pytree of per-example
+             arrays [batch, ...], at the current latent and BatchNorm statistics; images
+             are normalised, and fn runs jitted (define it once: it is compiled once).
     """
     init: Callable[[Params], Latent]
     forward: Callable[[Latent, Array], Params]
@@ -41,6 +48,7 @@ class Method(NamedTuple):
     tx: optax.GradientTransformation
     loss: Optional["LossFn"] = None
     final_state: Optional[Callable[[Latent], dict]] = None
+    epoch_end: Optional[Callable[[Latent, Callable], Latent]] = None
 
 
 # loss(method, apply_fn, latent, batch_stats, images, labels, step)

@@ -26,10 +26,17 @@ inputs) in its low-precision pass; see `jaxquant.models.resnet20q`.
 Layer outputs (con-qat `get_activations` / `eval_layers`): z^b_l =
 q_b(clip(conv^b_l(x^b_l), 0, 1)) from the low-precision pass and z^32_l =
 clip(conv^32_l(x^b_l), 0, 1), the full-precision layer fed the *same* quantized
-input x^b_l, both before BatchNorm. Two deviations from the code, on purpose:
-con-qat compares conv0's low-precision output after bn1 (but the full-precision
-one without it), and its shortcut constraint re-quantizes conv1's output instead
-of the shortcut's (a bug); here every layer is compared the same way.
+input x^b_l, both before BatchNorm: every layer compared the same way (default).
+con-qat differs at a block's first conv: its z^b is taken after that conv's
+BatchNorm, q(clip(bn(conv^b x))), against the same z^32 = clip(conv^32 x) without
+it -- `zb_after_bn=True` (the model sows `<layer>_output_bn`; the table configs).
+(The repo's `retrain` branch and commits 2aa4424..d363479 also compared the shortcut
+against the re-quantized second-conv output, a bug fixed on master in bd199a4; here
+the shortcut's own output is used, as on master.)
+`detach_low_outputs`: regexes of layers whose z^b is stop-gradiented in D_l, so
+their constraint trains only the high-precision side; con-qat detaches the second
+conv's and the shortcut's (r'.*/conv2', r'.*/shortcut' in resnet20q names), not the
+first conv's. Default: none (the paper's D_l differentiates both sides).
 
 Gradient routing (`routing`):
 - 'high' (default, the code): shared weights get gradients only through the
@@ -43,19 +50,36 @@ train_pd.py without --grads_wrt_high; train_pd_layers.py, the paper's script,
 does not detach).
 
 Dual updates (`dual_update`):
+- 'epoch_eval' (con-qat train_pd_layers.py; the table configs): after each epoch,
+  an eval-mode pass over the training split at the epoch's final weights (BatchNorm
+  running statistics) gives the mean slacks s_hat = mean D - eps, and
+  lam <- relu(lam + dual_lr s_hat); through `Method.epoch_end`, so it needs the
+  trainer (or a loop that calls `epoch_end`). The pass here is over un-augmented
+  images; con-qat iterates its training loader, random crop + flip included.
 - 'epoch' (default): the slacks of the epoch's training batches are averaged and
-  applied once, at the epoch boundary. con-qat instead recomputes the mean slack
-  over the whole train split after the epoch, with the BatchNorm running
-  statistics and frozen weights; here each batch's slack is measured at the
-  weights of its own step, in training mode (batch statistics), on the augmented
-  batch -- a one-pass approximation of the same average.
+  applied once, at the epoch boundary -- each measured at the weights of its own
+  step, in training mode, on the augmented batch: a one-pass approximation of the
+  same average that needs no extra pass (and works without the trainer).
 - 'step': lam <- relu(lam + dual_lr * slack of the batch) after every step.
+- 'none': lam stays at its initial value (the baselines below).
+
+Baselines (`baseline`, con-qat's Table 1 baseline column, `BASELINES`): two
+scripts produced it, both with the bit list (b, 32), switchable BatchNorm and
+E-scaled weights at every bit width, i.e. this method's passes:
+- 'anyprec' (train_anyprec.py, seeds 0-2): loss CE(f^32) + CE_soft(f^b, sg softmax
+  f^32), both passes update the shared weights (routing='both', detach_target=True,
+  lambda_out = 1 fixed);
+- 'vanilla' (train_vanilla.py --vanilla, seeds 3-5): the primal-dual loop with
+  lambda_out fixed at 1 and no dual ascent (routing='high', detach_target=False).
+The keys a baseline fixes take its values; setting one of them to a value other
+than its default and the baseline's is a ConfigError.
 
 The dual variables live in the latent: latent = {'params': W, 'duals': lam}.
 The gradient of L with respect to lam is exactly the slack, so `tx` routes the
 params' gradients to the configured optimizer and the duals' gradients (the
 slacks) to `dual_ascent`. `final_state` reports the final lam (and the layers
-ranked by lam_l, largest first) for `config.quant.full_precision_layers`.
+ranked by lam_l, largest first) for `config.quant.full_precision_layers`; with
+'epoch_eval', `epoch_end` updates the duals and their gradients are dropped.
 
 Model contract (met by `resnet20q`): `apply(..., low_precision=bool)` switches
 the BatchNorm set and activation quantization; for layer-wise constraints the
@@ -87,11 +111,22 @@ Array = jax.Array
 PAPER_EPS_OUT = {8: 1 / 255, 4: 0.1, 2: 0.7, 1: 0.9}
 PAPER_EPS_LAYER = {8: 0.1, 4: 0.5, 2: 1 / 3, 1: 1.0}
 ROUTINGS = ("high", "both")
-DUAL_UPDATES = ("epoch", "step")
+DUAL_UPDATES = ("epoch", "step", "epoch_eval", "none")  # config.method.dual_update
+_FACTORY_DUAL_UPDATES = ("train", "epoch_eval", "none")  # pdqat(dual_update=...)
 FP_WEIGHTS = ("tanh", "identity")
 # Default: BatchNorm parameters of the low-precision set (not ending in `_fp`).
 LOW_PRECISION_PARAMS = (r"(.*/)?bn[^/]*(?<!_fp)/[^/]+",)
-_INPUT, _OUTPUT = "_input", "_output"
+_INPUT, _OUTPUT, _OUTPUT_BN = "_input", "_output", "_output_bn"
+# con-qat's two baseline scripts as PD-QAT options (`config.method.baseline`); eps_out = 0
+# makes the logged loss CE(f^32) + D_out (lambda_out is fixed, so eps only shifts it).
+BASELINES = {
+    # train_anyprec.py: CE(f^32) + CE_soft(f^b, sg softmax f^32), both passes train W.
+    "anyprec": dict(routing="both", detach_target=True, dual_update="none", layerwise=False,
+                    lambda_out_init=1.0, eps_out=0.0),
+    # train_vanilla.py --vanilla: the primal-dual loop with lambda_out = 1 and no dual ascent.
+    "vanilla": dict(routing="high", detach_target=False, dual_update="none", layerwise=False,
+                    lambda_out_init=1.0, eps_out=0.0),
+}
 
 
 def _unit(w: Array) -> Array:
@@ -196,28 +231,36 @@ def _regex_mask(params, rules: Sequence[str]):
         lambda p, _: any(r.fullmatch(path_str(p)) for r in regs), params)
 
 
+def _per_example_mean_square(a: Array, b: Array) -> Array:
+    """mean over every axis but the first of (a - b)^2: [batch, ...] -> [batch]."""
+    return jnp.mean(jnp.square(a - b), axis=tuple(range(1, a.ndim)))
+
+
 def pdqat(optimizer: optax.GradientTransformation, bits: int, *, mask: Callable[[Params], Params],
           eps_out: float, eps_layer: float = 0.0, layerwise: bool = False,
-          dual_lr: float = 0.01, dual_every_steps: int = 1, routing: str = "high",
-          detach_target: bool = False, fp_weights: str = "tanh",
+          dual_lr: float = 0.01, dual_update: str = "train", dual_every_steps: int = 1,
+          routing: str = "high", detach_target: bool = False, fp_weights: str = "tanh",
+          zb_after_bn: bool = False, detach_low_outputs: Sequence[str] = (),
           low_precision_params: Sequence[str] = LOW_PRECISION_PARAMS,
           lambda_out_init: float = 1.0, lambda_layer_init: float = 0.0) -> Method:
     """The PD-QAT `Method` (see the module docstring for every option).
 
     `mask(params)` says which leaves are quantized (their layers get a layer-wise
-    constraint when `layerwise`); `dual_every_steps` is 1 for per-step dual
-    updates or the number of steps per epoch for per-epoch ones.
+    constraint when `layerwise`). `dual_update`: 'train' (ascent on the training
+    batches' slacks, averaged over `dual_every_steps` steps: 1 = per step, steps per
+    epoch = per epoch), 'epoch_eval' (the `epoch_end` hook: mean slack of an eval-mode
+    pass over the training split) or 'none' (lambda fixed at its initial value).
     """
     bits = Q.check_bits(bits, "config.method.bits")
     mask = as_mask_fn(mask)  # checks the mask against the params it is applied to
-    if routing not in ROUTINGS:
-        raise ConfigError(f"config.method.routing must be one of {', '.join(ROUTINGS)}; got {routing!r}.")
-    if fp_weights not in FP_WEIGHTS:
-        raise ConfigError(f"config.method.fp_weights must be one of {', '.join(FP_WEIGHTS)}; "
-                          f"got {fp_weights!r}.")
+    for key, value, valid in (("routing", routing, ROUTINGS), ("fp_weights", fp_weights, FP_WEIGHTS),
+                              ("dual_update", dual_update, _FACTORY_DUAL_UPDATES)):
+        if value not in valid:
+            raise ConfigError(f"config.method.{key} must be one of {', '.join(valid)}; got {value!r}.")
     low_w = lambda w: pdqat_weight(w, bits, ste=True)  # noqa: E731
     hard_w = lambda w: pdqat_weight(w, bits)  # noqa: E731
     high_w = high_precision_weight if fp_weights == "tanh" else (lambda w: w)
+    detached = [re.compile(r) for r in detach_low_outputs]
 
     def init(params):
         duals = {"out": jnp.asarray(lambda_out_init, jnp.float32)}
@@ -243,19 +286,24 @@ def pdqat(optimizer: optax.GradientTransformation, bits: int, *, mask: Callable[
         own = _regex_mask(params, low_precision_params)
         return jax.tree.map(lambda o, w: w if o else jax.lax.stop_gradient(w), own, weights)
 
-    def loss(method, apply_fn, latent, batch_stats, images, labels, step):
-        del method, step
-        params, duals = latent["params"], latent["duals"]
-        mutable = ["batch_stats", "intermediates"] if layerwise else ["batch_stats"]
+    def passes(apply_fn, params, batch_stats, images, train: bool):
+        """Both passes on one batch: (logits_b, logits_32, {layer: (z_b, z_32)}, batch_stats).
+
+        train=True: batch statistics, each pass updates its BatchNorm set's running
+        statistics; train=False: running statistics (the eval-mode pass of 'epoch_eval').
+        """
+        mutable = (["batch_stats"] if train else []) + (["intermediates"] if layerwise else [])
+        kw = dict(train=train, mutable=mutable) if mutable else dict(train=train)
         try:
-            logits_b, low = apply_fn({"params": low_pass_params(params), "batch_stats": batch_stats},
-                                     images, train=True, low_precision=True, mutable=mutable)
+            out = apply_fn({"params": low_pass_params(params), "batch_stats": batch_stats},
+                           images, low_precision=True, **kw)
         except TypeError as e:
             if "low_precision" not in str(e):
                 raise
             raise ConfigError("config.method.name='pdqat' needs a model with switchable precision "
                               "(apply(..., low_precision=bool)), such as config.model.name="
                               "'resnet20q'; the model of this config has none.") from None
+        logits_b, low = out if mutable else (out, {})
         extra = {}
         if layerwise:
             inputs = _layer_values(low.get("intermediates", {}), _INPUT)
@@ -263,9 +311,29 @@ def pdqat(optimizer: optax.GradientTransformation, bits: int, *, mask: Callable[
                 raise ConfigError("config.method.layerwise=True needs a model that sows layer "
                                   "inputs/outputs (config.model.name='resnet20q').")
             extra = {"layer_inputs": _nest(inputs)}
-        logits_32, high = apply_fn(
-            {"params": masked_map(high_w, mask(params), params), "batch_stats": low["batch_stats"]},
-            images, train=True, low_precision=False, mutable=mutable, **extra)
+        stats = low.get("batch_stats", batch_stats)
+        out = apply_fn({"params": masked_map(high_w, mask(params), params), "batch_stats": stats},
+                       images, low_precision=False, **kw, **extra)
+        logits_32, high = out if mutable else (out, {})
+        pairs = {}
+        if layerwise:
+            z_b = _layer_values(low["intermediates"], _OUTPUT)
+            if zb_after_bn:  # con-qat: a block's first conv is compared after its BatchNorm
+                z_b.update(_layer_values(low["intermediates"], _OUTPUT_BN))
+            z_b = {n: jax.lax.stop_gradient(z) if any(r.fullmatch(n) for r in detached) else z
+                   for n, z in z_b.items()}
+            z_32 = _layer_values(high["intermediates"], _OUTPUT)
+            pairs = {n: (z_b[n], z_32[n]) for n in z_b}
+        return logits_b, logits_32, pairs, high.get("batch_stats", stats)
+
+    def layer_duals(duals, pairs):
+        """{layer: lam_l} of the constrained layers that sow outputs (others keep their lam)."""
+        return {n: lam for n, lam in _flatten(duals.get("layers", {})).items() if n in pairs}
+
+    def loss(method, apply_fn, latent, batch_stats, images, labels, step):
+        del method, step
+        params, duals = latent["params"], latent["duals"]
+        logits_b, logits_32, pairs, new_stats = passes(apply_fn, params, batch_stats, images, True)
         ce = cross_entropy(logits_32, labels)
         target = jax.nn.softmax(logits_32)
         if detach_target:
@@ -275,24 +343,42 @@ def pdqat(optimizer: optax.GradientTransformation, bits: int, *, mask: Callable[
         metrics = {"ce_fp": ce, "d_out": d_out, "lambda_out": duals["out"],
                    "train_accuracy_fp": jnp.mean(jnp.argmax(logits_32, -1) == labels)}
         if layerwise:
-            z_b = _layer_values(low["intermediates"], _OUTPUT)
-            z_32 = _layer_values(high["intermediates"], _OUTPUT)
-            lams = _flatten(duals["layers"])
-            lams = {n: lam for n, lam in lams.items() if n in z_b}  # layers that sow outputs
-            d = {n: jnp.mean(jnp.square(z_32[n] - z_b[n])) for n in lams}
+            lams = layer_duals(duals, pairs)
+            d = {n: jnp.mean(jnp.square(pairs[n][1] - pairs[n][0])) for n in lams}
             lagrangian += sum(lams[n] * (d[n] - eps_layer) for n in lams)
             if lams:
                 metrics.update(d_layer_mean=jnp.mean(jnp.stack(list(d.values()))),
                                lambda_layer_max=jnp.max(jnp.stack(list(lams.values()))))
             metrics.update({f"lambda/{n}": lams[n] for n in lams})
-        return lagrangian, LossAux(logits_b, high["batch_stats"], metrics)
+        return lagrangian, LossAux(logits_b, new_stats, metrics)
+
+    def eval_distances(apply_fn, latent, batch_stats, images, labels):
+        """Per-example D_out and D_l in eval mode: {'out': [B], 'layers': {layer: [B]}}."""
+        del labels
+        logits_b, logits_32, pairs, _ = passes(apply_fn, latent["params"], batch_stats, images, False)
+        d_out = optax.softmax_cross_entropy(logits_b, jax.nn.softmax(logits_32))
+        return {"out": d_out, "layers": {n: _per_example_mean_square(z_32, z_b)
+                                         for n, (z_b, z_32) in pairs.items()}}
+
+    def epoch_end(latent, mean_over_train):
+        """lam <- relu(lam + dual_lr (mean D - eps)), D over the training split in eval mode
+        at the epoch's final weights (con-qat's dual update)."""
+        mean = mean_over_train(eval_distances)
+        duals = latent["duals"]
+        new = {"out": jax.nn.relu(duals["out"] + dual_lr * (mean["out"] - eps_out))}
+        if "layers" in duals:
+            flat = _flatten(duals["layers"])
+            new["layers"] = _nest({n: jax.nn.relu(lam + dual_lr * (mean["layers"][n] - eps_layer))
+                                   if n in mean["layers"] else lam for n, lam in flat.items()})
+        return {"params": latent["params"], "duals": new}
 
     def labels(latent):
         return {"params": jax.tree.map(lambda _: "primal", latent["params"]),
                 "duals": jax.tree.map(lambda _: "dual", latent["duals"])}
 
-    tx = optax.partition({"primal": optimizer, "dual": dual_ascent(dual_lr, dual_every_steps)},
-                         labels)
+    dual_tx = (dual_ascent(dual_lr, dual_every_steps) if dual_update == "train"
+               else optax.set_to_zero())  # 'epoch_eval': the hook; 'none': fixed
+    tx = optax.partition({"primal": optimizer, "dual": dual_tx}, labels)
 
     def final_state(latent) -> dict:
         duals = latent["duals"]
@@ -301,22 +387,45 @@ def pdqat(optimizer: optax.GradientTransformation, bits: int, *, mask: Callable[
                 "ranking": sorted(layers, key=lambda n: -layers[n])}
 
     return Method(init=checks.float_params(init), forward=forward, project=project, tx=tx, loss=loss,
-                  final_state=final_state)
+                  final_state=final_state,
+                  epoch_end=epoch_end if dual_update == "epoch_eval" else None)
 
 
 # Every `config.method` key PD-QAT reads, with its default (eps_* None: the
 # paper's value for the bit width, PAPER_EPS_OUT / PAPER_EPS_LAYER).
 DEFAULTS = {"pdqat": dict(
-    bits=4, eps_out=None, eps_layer=None, layerwise=False, dual_lr=0.01, dual_update="epoch",
-    routing="high", detach_target=False, fp_weights="tanh",
-    low_precision_params=LOW_PRECISION_PARAMS, lambda_out_init=1.0, lambda_layer_init=0.0)}
+    bits=4, baseline=None, eps_out=None, eps_layer=None, layerwise=False, dual_lr=0.01,
+    dual_update="epoch", routing="high", detach_target=False, fp_weights="tanh",
+    zb_after_bn=False, detach_low_outputs=(), low_precision_params=LOW_PRECISION_PARAMS,
+    lambda_out_init=1.0, lambda_layer_init=0.0)}
+
+
+def _resolve_baseline(options: dict) -> dict:
+    """`options` with the keys a `baseline` fixes. A config that sets one of them to a
+    value other than both its default and the baseline's is a ConfigError naming both
+    (a value equal to the default reads as unset: `jaxquant.main` completes
+    config.method with every default)."""
+    name = options["baseline"]
+    if name is None:
+        return options
+    if name not in BASELINES:
+        raise ConfigError(f"config.method.baseline must be None (PD-QAT) or one of "
+                          f"{', '.join(BASELINES)}; got {name!r}.")
+    for key, value in BASELINES[name].items():
+        if options[key] not in (value, DEFAULTS["pdqat"][key]):
+            raise ConfigError(
+                f"config.method.baseline={name!r} sets {key}={value!r}, but config.method.{key}="
+                f"{options[key]!r}: remove config.method.{key} (or the baseline).")
+    return dict(options, **BASELINES[name])
 
 
 def from_config(name: str, ctx: Context) -> Method:
-    """PD-QAT from `ctx.config.method`: bits, eps_out, eps_layer, layerwise, dual_lr,
-    dual_update ('epoch' | 'step'), routing, detach_target, fp_weights,
+    """PD-QAT from `ctx.config.method`: bits, baseline (None | 'anyprec' | 'vanilla'),
+    eps_out, eps_layer, layerwise, dual_lr, dual_update ('epoch' | 'step' | 'epoch_eval' |
+    'none'), routing, detach_target, fp_weights, zb_after_bn, detach_low_outputs,
     low_precision_params, lambda_out_init, lambda_layer_init."""
-    get = method_options("pdqat", name, ctx, DEFAULTS).get
+    options = _resolve_baseline(method_options("pdqat", name, ctx, DEFAULTS))
+    get = options.get
     bits = get("bits")
     dual_update = get("dual_update")
     if dual_update not in DUAL_UPDATES:
@@ -328,13 +437,15 @@ def from_config(name: str, ctx: Context) -> Method:
                  eps_out=float(PAPER_EPS_OUT.get(bits, 0.1) if eps_out is None else eps_out),
                  eps_layer=float(PAPER_EPS_LAYER.get(bits, 0.1) if eps_layer is None else eps_layer),
                  layerwise=bool(get("layerwise")), dual_lr=float(get("dual_lr")),
+                 dual_update="train" if dual_update in ("epoch", "step") else dual_update,
                  dual_every_steps=ctx.steps_per_epoch if dual_update == "epoch" else 1,
                  routing=get("routing"), detach_target=bool(get("detach_target")),
-                 fp_weights=get("fp_weights"),
+                 fp_weights=get("fp_weights"), zb_after_bn=bool(get("zb_after_bn")),
+                 detach_low_outputs=tuple(get("detach_low_outputs")),
                  low_precision_params=tuple(get("low_precision_params")),
                  lambda_out_init=float(get("lambda_out_init")),
                  lambda_layer_init=float(get("lambda_layer_init")))
 
 
 __all__ = ["pdqat", "pdqat_weight", "high_precision_weight", "dual_ascent", "DualAscentState",
-           "quantized_layers", "PAPER_EPS_OUT", "PAPER_EPS_LAYER"]
+           "quantized_layers", "PAPER_EPS_OUT", "PAPER_EPS_LAYER", "BASELINES"]

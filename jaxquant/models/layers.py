@@ -20,11 +20,12 @@ from typing import Any, Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxquant import quantizers
 
 Array = jax.Array
-INITS = ("default", "xavier_uniform")
+INITS = ("default", "xavier_uniform", "torch")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,9 +43,10 @@ class Switches:
     bn_momentum: running-average decay of the BatchNorm statistics (Flax
                  convention: 0.9 here = PyTorch momentum 0.1).
     bn_eps:      BatchNorm epsilon.
-    init:        'default' (Flax: lecun-normal kernels, zero biases) or
+    init:        'default' (Flax: lecun-normal kernels, zero biases),
                  'xavier_uniform' (md-bnn / pmf: xavier-uniform kernels,
-                 normal(0, 0.1) biases).
+                 normal(0, 0.1) biases) or 'torch' (PyTorch's nn.Conv2d / nn.Linear
+                 default, e.g. con-qat: kernels and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in))).
     full_precision_layers: layers (param path prefixes) kept at 32 bits
                  (`config.quant.full_precision_layers`, set by the trainer):
                  their input activations stay unquantized too (resnet20q).
@@ -90,21 +92,54 @@ def switches_from_config(cfg: Any) -> Switches:
 
 
 def kernel_init(sw: Switches):
-    """Kernel initializer: Flax's lecun-normal, or xavier-uniform.
+    """Kernel initializer: Flax's lecun-normal, xavier-uniform, or PyTorch's default.
 
     Xavier-uniform draws U(-b, b), b = sqrt(6 / (fan_in + fan_out)), with the
-    receptive field counted in both fans (PyTorch's xavier_uniform_).
+    receptive field counted in both fans (PyTorch's xavier_uniform_). 'torch' is
+    PyTorch's reset_parameters: kaiming_uniform_(a=sqrt(5)), i.e. gain sqrt(2 / (1 + 5)),
+    bound gain * sqrt(3 / fan_in) = 1 / sqrt(fan_in) (fan_in = in_channels / groups * kh * kw),
+    a variance scaling of 1/3 on fan_in.
     """
     if sw.init == "xavier_uniform":
         return nn.initializers.xavier_uniform()
+    if sw.init == "torch":
+        return nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
     return nn.initializers.lecun_normal()
 
 
 def bias_init(sw: Switches):
-    """Bias initializer: zeros, or normal(0, 0.1) with 'xavier_uniform' (md-bnn 1-D init)."""
+    """Bias initializer: zeros, or normal(0, 0.1) with 'xavier_uniform' (md-bnn 1-D init);
+    with 'torch' the layer draws it from its fan_in (`_FanInBias`)."""
     if sw.init == "xavier_uniform":
         return nn.initializers.normal(stddev=0.1)
     return nn.initializers.zeros
+
+
+class _FanInBias:
+    """Mixin for nn.Dense / nn.Conv: the bias is drawn U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
+    fan_in = the product of the kernel's shape but the last axis (PyTorch's default bias;
+    Flax's bias initializers see only the bias shape, so the kernel, created first, gives it)."""
+
+    def param(self, name, init_fn, *init_args, **init_kwargs):
+        if name == "bias":
+            fan_in = int(np.prod(self.get_variable("params", "kernel").shape[:-1]))
+            init_fn = _symmetric_uniform(fan_in ** -0.5)
+        return nn.Module.param(self, name, init_fn, *init_args, **init_kwargs)
+
+
+def _symmetric_uniform(bound: float):
+    """Initializer U(-bound, bound)."""
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+    return init
+
+
+class _TorchConv(_FanInBias, nn.Conv):
+    pass
+
+
+class _TorchDense(_FanInBias, nn.Dense):
+    pass
 
 
 def conv(sw: Switches, features: int, kernel: int, stride: int = 1, *, name: str,
@@ -112,14 +147,14 @@ def conv(sw: Switches, features: int, kernel: int, stride: int = 1, *, name: str
     """k x k convolution with PyTorch-style symmetric padding (k - 1) // 2;
     `groups` = input channels makes it depthwise (kernel [k, k, 1, features])."""
     pad = (kernel - 1) // 2
-    return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
+    return (_TorchConv if sw.init == "torch" else nn.Conv)(features, (kernel, kernel), strides=(stride, stride),
                    padding=((pad, pad), (pad, pad)), use_bias=bias, feature_group_count=groups,
                    kernel_init=kernel_init(sw), bias_init=bias_init(sw), name=name)
 
 
 def dense(sw: Switches, features: int, *, name: str, bias: bool) -> nn.Dense:
     """Fully connected layer."""
-    return nn.Dense(features, use_bias=bias, kernel_init=kernel_init(sw),
+    return (_TorchDense if sw.init == "torch" else nn.Dense)(features, use_bias=bias, kernel_init=kernel_init(sw),
                     bias_init=bias_init(sw), name=name)
 
 

@@ -23,6 +23,12 @@ the identity otherwise), i.e. the conv's output before BatchNorm, as con-qat's
 params, `{block: {conv: array}}`), the call instead sows, for each named conv,
 `c_output` of that conv applied to the given input: a full-precision call with the
 inputs sown by a low-precision call gives z^32_l = clip(W^32_l * x^b_l, 0, 1).
+A call without `layer_inputs` also sows `conv1_output_bn` = conv2's input
+q(clip(bn2(conv1(x)))), a block's first conv output after its BatchNorm: con-qat's
+z_b for that layer (`get_activations`), used by PD-QAT's `zb_after_bn`.
+
+Initialization: `config.model.init='torch'` gives con-qat's (PyTorch's default,
+U(±1/sqrt(fan_in)) kernels and head bias); the Flax default is lecun-normal.
 """
 from __future__ import annotations
 
@@ -82,7 +88,7 @@ class PreActBlockQ(nn.Module):
         def q(v):
             return layers.quantize_input(sw, v) if low_precision else v
 
-        def qconv(name, kernel, stride, v):
+        def qconv(name, kernel, stride, v, after_bn_of=None):
             c = layers.conv(sw, self.features, kernel, stride, name=name, bias=sw.bias(False))
             if f"{self.name}/{name}" not in sw.full_precision_layers:  # mixed precision: 32-bit input
                 v = q(v)
@@ -90,6 +96,8 @@ class PreActBlockQ(nn.Module):
             if layer_inputs is None:
                 self.sow("intermediates", name + "_input", v)
                 self.sow("intermediates", name + "_output", q(_clip(y)))
+                if after_bn_of:  # this conv's input = q(clip(bn(previous conv's output)))
+                    self.sow("intermediates", after_bn_of + "_output_bn", v)
             elif name in layer_inputs:
                 self.sow("intermediates", name + "_output", q(_clip(c(layer_inputs[name]))))
             return y
@@ -100,7 +108,7 @@ class PreActBlockQ(nn.Module):
         else:
             shortcut = x
         y = _clip(bn("bn2", qconv("conv1", 3, self.stride, out)))
-        return qconv("conv2", 3, 1, y) + shortcut
+        return qconv("conv2", 3, 1, y, after_bn_of="conv1") + shortcut
 
 
 class ResNet20Q(nn.Module):
