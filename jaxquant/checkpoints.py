@@ -32,34 +32,50 @@ def checkpoint_dir(path: str) -> str:
 
 
 class Checkpointer:
-    """Thin wrapper over `ocp.CheckpointManager` for one run's workdir."""
+    """Thin wrapper over `ocp.CheckpointManager` for one run's workdir.
 
-    def __init__(self, workdir: str, keep: int = 2, subdir: str = CHECKPOINT_DIR):
+    With `asynchronous`, `save` returns once orbax holds the arrays and writes the
+    files in the background (pass host copies, e.g. `host_copy(tree)`, when the
+    device buffers are donated to the next step); every other method, and the next
+    save, waits for the write to finish first.
+    """
+
+    def __init__(self, workdir: str, keep: int = 2, subdir: str = CHECKPOINT_DIR,
+                 asynchronous: bool = False):
         self.directory = os.path.join(os.path.abspath(workdir), subdir)
+        self.asynchronous = asynchronous
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                                 enable_async_checkpointing=False))
+                                                 enable_async_checkpointing=asynchronous))
+
+    def wait(self) -> None:
+        """Block until a save in flight is on disk."""
+        self.manager.wait_until_finished()
 
     def latest_step(self) -> int | None:
+        self.wait()
         return self.manager.latest_step()
 
     def all_steps(self) -> list[int]:
+        self.wait()
         return list(self.manager.all_steps())
 
     def save(self, step: int, weights: dict, meta: dict, state: dict | None = None) -> None:
         """Save `step`, replacing a checkpoint of the same step (a resumed run that fell
         back to an older checkpoint, or a best-model save, re-reaches saved steps)."""
-        if step in self.manager.all_steps():
+        if step in self.all_steps():
             self.manager.delete(step)
         items = dict(weights=ocp.args.StandardSave(weights), meta=ocp.args.JsonSave(meta))
         if state is not None:
             items["state"] = ocp.args.StandardSave(state)
         self.manager.save(step, args=ocp.args.Composite(**items), force=True)
-        self.manager.wait_until_finished()
+        if not self.asynchronous:
+            self.wait()
 
     def restore(self, step: int, abstract_state: Any) -> tuple[dict, dict]:
         """(state, meta) of `step`, with `abstract_state` giving structure and shardings."""
+        self.wait()
         out = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state),
             meta=ocp.args.JsonRestore()))
@@ -85,6 +101,7 @@ class Checkpointer:
         self.manager.reload()
 
     def close(self) -> None:
+        self.wait()
         self.manager.close()
 
 

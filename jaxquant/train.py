@@ -439,6 +439,12 @@ def _write_summary(workdir, params, mask) -> str:
     return table
 
 
+def _snapshot(tree):
+    """Copies of the arrays of `tree` that no later step donates: an asynchronous
+    checkpoint reads them while training goes on."""
+    return jax.tree.map(lambda x: jax.device_put(x, x.sharding, may_alias=False), tree)
+
+
 @contextlib.contextmanager
 def _timed(timing: dict, key: str):
     """Adds the seconds the block takes to timing[key]."""
@@ -480,7 +486,8 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
     method), data_s (training data to the device), compile_s (the train step),
     train_s (train steps), log_s (metrics to the host and files), eval_s
     (evaluations, their compilation included), checkpoint_s, final_s (curves and
-    final evaluation) and total_s (the whole call).
+    final evaluation), first_step_s (from the call to the end of the first train
+    step) and total_s (the whole call).
     """
     main_process = parallel.is_main_process()
     if not main_process:
@@ -505,8 +512,9 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
     if main_process:
         log(_write_summary(workdir, projected, exp.mask))
 
-    ckpt = checkpoints.Checkpointer(workdir, keep=int(config.train.keep_checkpoints))
-    best_ckpt = checkpoints.Checkpointer(workdir, keep=1, subdir="best")
+    ckpt = checkpoints.Checkpointer(workdir, keep=int(config.train.keep_checkpoints),
+                                   asynchronous=True)
+    best_ckpt = checkpoints.Checkpointer(workdir, keep=1, subdir="best", asynchronous=True)
     writer = MetricsWriter(workdir, enabled=parallel.is_main_process())
     meta = dict(best_val_accuracy=-1.0, test_at_best_val=-1.0, best_step=-1)
     if resuming and ckpt.all_steps():
@@ -544,14 +552,15 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
         if score > meta["best_val_accuracy"]:
             meta.update(best_val_accuracy=score, test_at_best_val=out["test_accuracy"], best_step=step)
             with _timed(timing, "checkpoint_s"):
-                best_ckpt.save(step, dict(params=weights, batch_stats=state["batch_stats"]), dict(meta))
+                best_ckpt.save(step, _snapshot(dict(params=weights, batch_stats=state["batch_stats"])),
+                               dict(meta))
         return out
 
     def save(step):
         with _timed(timing, "checkpoint_s"):
             weights = project(state["latent"])
-            ckpt.save(step, dict(params=weights, batch_stats=state["batch_stats"]), dict(meta),
-                      state=state)
+            ckpt.save(step, _snapshot(dict(params=weights, batch_stats=state["batch_stats"])),
+                      dict(meta), state=_snapshot(state))
 
     def boundary(step):  # the first step after `step` where the host has work to do
         return min([end] + [(step // k + 1) * k for k in (log_every, eval_every, ckpt_every)])
@@ -576,7 +585,9 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
             jax.block_until_ready(state["step"])
             seconds = time.perf_counter() - t
             timing["train_s"] += seconds
-            if not first_call:  # keep a call under CHUNK_SECONDS: a signal waits for it
+            if first_call:
+                timing["first_step_s"] = time.perf_counter() - started
+            else:  # keep a call under CHUNK_SECONDS: a signal waits for it
                 local_chunk = max(1, int(CHUNK_SECONDS * n / max(seconds, 1e-9)))
             first_call = False
             step = done = step + n
