@@ -75,14 +75,6 @@ def agree_on_signal(local: int | None) -> int | None:
     return int(np.max(seen)) or None
 
 
-def agree_min(local: int) -> int:
-    """The smallest of every process's `local` int (a collective, like `agree_on_signal`)."""
-    if jax.process_count() == 1:
-        return int(local)
-    from jax.experimental import multihost_utils
-    return int(np.min(multihost_utils.process_allgather(np.asarray(local, np.int32))))
-
-
 def make_mesh() -> Mesh:
     """A 1-D mesh named 'data' over all devices (all processes')."""
     return Mesh(np.asarray(jax.devices()), ("data",))

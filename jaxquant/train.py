@@ -48,12 +48,6 @@ class Experiment(NamedTuple):
     mask: Any
 
 
-CHUNK_SECONDS = 0.5
-"""Longest a call of several train steps should take: the host sees a signal, logs
-and evaluates only between calls (steps per call = fewest of this, the steps to the
-next log / evaluation / checkpoint, and the end of the epoch of in-memory data)."""
-
-
 class Preempted(Exception):
     """Raised internally when SIGTERM/SIGINT asks the run to stop."""
 
@@ -263,9 +257,9 @@ class _Batches:
 
     The order is a function of (seed, epoch) only, so a resumed run sees the
     same batches as an uninterrupted one. `compile(update)` gives the jitted
-    call that runs `update` for n steps from step s on `get(s)`: in-memory
-    data stays on the device and each step gathers its batch there (one call
-    runs up to the end of an epoch); streamed data is one host batch per call.
+    train step on `get(step)`: in-memory data stays on the device and the step
+    gathers its batch there (one call per step, no separate gather); streamed
+    data comes as a host batch.
     """
 
     def __init__(self, exp: Experiment):
@@ -291,16 +285,10 @@ class _Batches:
             self._perm_epoch = epoch
         return self._perm
 
-    def steps_from(self, step: int) -> int:
-        """How many steps one call of the compiled function may run from `step`."""
-        if self.split.in_memory:
-            return self.exp.steps_per_epoch - step % self.exp.steps_per_epoch
-        return 1
-
     def get(self, step: int):
-        """The data arguments of the call that starts at `step`: (images, labels) of
-        the batch for streamed data; (all images, all labels, epoch permutation,
-        index of the step in its epoch) for in-memory data."""
+        """The data arguments of the step: (images, labels) of the batch for streamed
+        data; (all images, all labels, epoch permutation, index of the step in its
+        epoch) for in-memory data."""
         epoch, i = divmod(step, self.exp.steps_per_epoch)
         perm = self._epoch_perm(epoch)
         if self.split.in_memory:
@@ -312,18 +300,15 @@ class _Batches:
         return parallel.from_process_local(batch, self.sharding, self.batch)
 
     def compile(self, update):
-        """jit of (state, sums, *get(step), n) -> (state, sums) after n calls of
-        `update(state, sums, images, labels)` (state and sums donated)."""
+        """jit of (state, sums, *get(step)) -> `update(state, sums, images, labels)`
+        (state and sums donated)."""
         if not self.split.in_memory:
-            return jax.jit(lambda state, sums, images, labels, n: update(state, sums, images, labels),
-                           donate_argnums=(0, 1))
+            return jax.jit(update, donate_argnums=(0, 1))
 
-        def run(state, sums, images, labels, perm, first, n):
-            def body(j, carry):
-                idx = jax.lax.dynamic_slice_in_dim(perm, (first + j) * self.batch, self.batch)
-                x, y = (jax.lax.with_sharding_constraint(a[idx], self.sharding) for a in (images, labels))
-                return update(*carry, x, y)
-            return jax.lax.fori_loop(0, n, body, (state, sums))
+        def run(state, sums, images, labels, perm, i):
+            idx = jax.lax.dynamic_slice_in_dim(perm, i * self.batch, self.batch)
+            x, y = (jax.lax.with_sharding_constraint(a[idx], self.sharding) for a in (images, labels))
+            return update(state, sums, x, y)
 
         return jax.jit(run, donate_argnums=(0, 1))
 
@@ -485,7 +470,8 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
     result['timing'] holds the seconds spent in: setup_s (data loading, model and
     method), data_s (training data to the device), compile_s (the train step),
     train_s (train steps), log_s (metrics to the host and files), eval_s
-    (evaluations, their compilation included), checkpoint_s, final_s (curves and
+    (evaluations, their compilation included), checkpoint_s (the blocking part of
+    the asynchronous saves), final_s (curves and
     final evaluation), first_step_s (from the call to the end of the first train
     step) and total_s (the whole call).
     """
@@ -562,35 +548,25 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
             ckpt.save(step, _snapshot(dict(params=weights, batch_stats=state["batch_stats"])),
                       dict(meta), state=_snapshot(state))
 
-    def boundary(step):  # the first step after `step` where the host has work to do
-        return min([end] + [(step // k + 1) * k for k in (log_every, eval_every, ckpt_every)])
-
     stop = {}
     previous_handlers = _install_signal_handlers(stop)
     bar = _progress(end, start)
     sums = parallel.to_global(empty_sums, rep)
-    compiled, chunk, local_chunk, first_call = None, 1, 1, False  # steps per call: 1 until timed
+    compiled = None
     t0 = time.time()
+    loop_start = time.perf_counter()
     try:
-        step = start
-        while step < end:
-            n = min(boundary(step) - step, batches.steps_from(step), chunk)
-            args = (*batches.get(step), np.int32(n))
-            if compiled is None:  # compiled ahead of the first call, to time it apart
+        for step in range(start, end):
+            args = batches.get(step)
+            if compiled is None:  # compiled ahead of the first step, to time it apart
                 with _timed(timing, "compile_s"):
                     compiled = update.lower(state, sums, *args).compile()
-                first_call = True
-            t = time.perf_counter()
-            state, sums = compiled(state, sums, *args)
-            jax.block_until_ready(state["step"])
-            seconds = time.perf_counter() - t
-            timing["train_s"] += seconds
-            if first_call:
+                state, sums = compiled(state, sums, *args)
+                jax.block_until_ready(state["step"])
                 timing["first_step_s"] = time.perf_counter() - started
-            else:  # keep a call under CHUNK_SECONDS: a signal waits for it
-                local_chunk = max(1, int(CHUNK_SECONDS * n / max(seconds, 1e-9)))
-            first_call = False
-            step = done = step + n
+            else:
+                state, sums = compiled(state, sums, *args)
+            done = step + 1
             is_eval = done % eval_every == 0 or done == exp.total_steps
             if done % log_every == 0 or is_eval or done == end:
                 with _timed(timing, "log_s"):
@@ -609,15 +585,12 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
                                 acc=f"{record['train_accuracy']:.3f}")
             if done % ckpt_every == 0 or done == end:
                 save(done)
-            bar.update(n)
-            # processes stop together and run the same calls: they agree on a signal and
-            # on the steps per call at the steps all of them log (on one process the
-            # local values, checked after every call)
+            bar.update(1)
+            # processes stop together: they agree on a signal at the steps all of them log
+            # (on one process agree_on_signal is the local signal, checked every step)
             agreed = None
             if jax.process_count() == 1 or done % log_every == 0 or done == end:
                 agreed = parallel.agree_on_signal(stop.get("signal"))
-            if done % log_every == 0:
-                chunk = parallel.agree_min(local_chunk)
             if agreed is not None:
                 stop["signal"] = agreed
                 if done % ckpt_every and done != end:
@@ -630,6 +603,8 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
             f"{int(state['step'])}/{exp.total_steps}; checkpoint saved in {ckpt.directory} — "
             f"rerun the same command to resume.")
     finally:
+        timing["train_s"] = time.perf_counter() - loop_start - sum(
+            timing[k] for k in ("compile_s", "log_s", "eval_s", "checkpoint_s"))
         bar.close()
         for sig, h in previous_handlers.items():
             signal.signal(sig, h)
