@@ -20,6 +20,12 @@ bits, exported size and compression vs float32, train time), `comparison.json`
 and `comparison.png` (test accuracy curves). A method that fails to build or
 train (for instance one whose family module is not in this checkout) becomes
 an error row; the other methods still run.
+
+`--seeds=0,1,2` (or `--seeds=3`, the first three seeds) trains every method once per
+seed (`config.seed`), in `<workdir>/<label>/seed<k>`, seed by seed (all methods of
+seed 0 first), and reports each method's test accuracy as mean ± sample standard
+deviation over its seeds with n; `comparison.json` holds every run, `comparison.png`
+the mean curve of each method with a ±1 std band.
 """
 from __future__ import annotations
 
@@ -86,7 +92,8 @@ def _homotopy(paper_reg_rate: float = 1e-4, paper_freeze: int = 200,
 
 # label -> overlay of the base config: `method` (config.method; a value that is a function
 # of the Budget is evaluated per comparison), optional `quant` (config.quant rules the
-# paper prescribes), `init_checkpoint` ('{workdir}' = the comparison's workdir) and
+# paper prescribes), `init_checkpoint` (the label of another run of this comparison,
+# of the same seed, to warm-start from) and
 # `runner` ('module:function' with train.run's signature, for methods that are not
 # trained by the trainer). Adding a method to the comparison = adding one entry here;
 # a plain registered method name needs none.
@@ -121,7 +128,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "pdqat": dict(method=dict(name="pdqat", bits=1)),
     "pdqat_layerwise": dict(method=dict(name="pdqat", bits=1, layerwise=True)),
     # post-training: quantizes this comparison's own full-precision run (list fp first)
-    "ldnq": dict(method=dict(name="ldnq"), init_checkpoint="{workdir}/fp",
+    "ldnq": dict(method=dict(name="ldnq"), init_checkpoint="fp",
                  quant=dict(include=(".*kernel", ".*bias"), exclude=("(.*/)?bn[^/]*/.*",)),
                  runner="jaxquant.ptq.runner:run"),
 }
@@ -219,8 +226,36 @@ def _set_path(config, dotted: str, value) -> None:
     node[key] = value
 
 
-def method_config(base, spec: Spec, budget: Budget, workdir: str):
-    """The base config with `spec`'s preset (or plain method name) and overrides applied."""
+def parse_seeds(text: str) -> list[int] | None:
+    """--seeds: '' -> None (one run per method at config.seed); 'N' -> seeds 0..N-1;
+    'a,b,c' -> those seeds. Raises CompareError for anything else."""
+    text = str(text or "").strip()
+    if not text:
+        return None
+    try:
+        if "," not in text:
+            n = int(text)
+            if n < 1:
+                raise ValueError
+            return list(range(n))
+        seeds = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise CompareError(f"bad --seeds={text!r}: give a count (--seeds=3 for seeds 0, 1, 2) or "
+                           f"distinct seeds >= 0 separated by commas (--seeds=0,1,2).")
+    return seeds
+
+
+def run_dir(workdir: str, label: str, seed: int | None = None) -> str:
+    """Where one run of a comparison lives: <workdir>/<label>[/seed<k>]."""
+    path = os.path.join(workdir, label)
+    return path if seed is None else os.path.join(path, f"seed{seed}")
+
+
+def method_config(base, spec: Spec, budget: Budget, workdir: str, seed: int | None = None):
+    """The base config with `spec`'s preset (or plain method name) and overrides applied;
+    with `seed`, config.seed is that seed (and a warm start comes from the same seed's run)."""
     config = copy.deepcopy(base)
     preset = PRESETS.get(spec.name, dict(method=dict(name=spec.name)))
     with config.unlocked():
@@ -233,8 +268,10 @@ def method_config(base, spec: Spec, budget: Budget, workdir: str):
         config.method = ml_collections.ConfigDict(method)
         if "quant" in preset:
             config.quant.update(preset["quant"])
+        if seed is not None:
+            config.seed = int(seed)
         if "init_checkpoint" in preset:
-            config.init_checkpoint = preset["init_checkpoint"].format(workdir=workdir)
+            config.init_checkpoint = run_dir(workdir, preset["init_checkpoint"], seed)
         for dotted, value in spec.overrides:
             _set_path(config, dotted, value)
     return config
@@ -328,9 +365,11 @@ def _runner(spec: Spec) -> Callable:
 
 
 def run_method(spec: Spec, config, workdir: str, *, overwrite: bool = False,
-               echo: Callable[[str], None] = print) -> dict:
+               echo: Callable[[str], None] = print, tag: str = "") -> dict:
     """Train, export and measure one method; a row of the comparison (never raises for
-    a method that fails: the row's `error` says why)."""
+    a method that fails: the row's `error` says why). Its progress lines are echoed
+    after `tag` (default `[<label>]`; the comparison's `[3/11] md_tanh_s:`)."""
+    tag = tag or f"[{spec.label}]"
     from jaxquant import export
     row = dict(label=spec.label, method=str(config.method.name),
                method_config=config.method.to_dict(), workdir=workdir, error=None)
@@ -339,12 +378,12 @@ def run_method(spec: Spec, config, workdir: str, *, overwrite: bool = False,
         shutil.rmtree(workdir, ignore_errors=True)  # no training progress to keep there
     os.makedirs(workdir, exist_ok=True)
     log_path = os.path.join(workdir, "compare.log")
-    tee = _Tee(log_path, lambda line: echo(f"  [{spec.label}] {line}"))
+    tee = _Tee(log_path, lambda line: echo(f"  {tag} {line}"))
     reused = None if overwrite else _finished_result(workdir, config)
     try:
         if reused is not None:
             result = reused
-            echo(f"  [{spec.label}] already trained in {workdir}; reusing its result.json")
+            echo(f"  {tag} already trained in {workdir}; reusing its result.json")
         else:
             with contextlib.redirect_stdout(tee):
                 result = _runner(spec)(config, workdir)
@@ -428,20 +467,99 @@ def write_table(rows: list[dict], path: str, header: str) -> str:
     return path
 
 
+def summarize(runs: list[dict]) -> list[dict]:
+    """One row per method label from its runs (one per seed), in first-seen order.
+
+    test_accuracy: mean over the seeds that finished; std: sample standard deviation
+    (ddof 1; None for one seed); n: the number of finished seeds; accuracies / seeds:
+    the per-seed values. Size columns come from the first finished run (a method's
+    export has the same layout at every seed); `error` lists the seeds that failed.
+    """
+    import numpy as np
+    rows: dict[str, dict] = {}
+    for r in runs:
+        rows.setdefault(r["label"], dict(label=r["label"], method=r["method"],
+                                         method_config=r["method_config"], runs=[]))["runs"].append(r)
+    out = []
+    for row in rows.values():
+        done = [r for r in row.pop("runs") if not r["error"]]
+        failed = [r for r in runs if r["label"] == row["label"] and r["error"]]
+        accs = [r["test_accuracy"] for r in done]
+        row.update(seeds=[r.get("seed") for r in done], accuracies=accs, n=len(accs),
+                   error="; ".join(f"seed {r.get('seed')}: {r['error']}" for r in failed) or None)
+        if accs:
+            first = done[0]
+            row.update(test_accuracy=float(np.mean(accs)),
+                       std=float(np.std(accs, ddof=1)) if len(accs) > 1 else None,
+                       seconds=float(np.mean([r["seconds"] or 0.0 for r in done])),
+                       select_best=first.get("select_best"), workdirs=[r["workdir"] for r in done],
+                       **{k: first[k] for k in ("bits", "bytes", "float32_bytes", "compression",
+                                               "quantized_fraction")})
+        out.append(row)
+    return out
+
+
+def _fmt_seed_row(r: dict) -> str:
+    settings = " ".join([r["method"]] + [f"{k}={v}" for k, v in sorted(r["method_config"].items())
+                                         if k != "name"])
+    if not r["n"]:
+        return f"| {r['label']} | `{settings}` | error | | | | | | {r['error']} |"
+    mean = f"{100 * r['test_accuracy']:.2f}"
+    spread = f" ± {100 * r['std']:.2f}" if r["std"] is not None else ""
+    seeds = ", ".join(f"{100 * a:.2f}" for a in r["accuracies"])
+    note = "test at best val." if r.get("select_best") else ""
+    if r["error"]:
+        note = (note + "; " if note else "") + r["error"]
+    return (f"| {r['label']} | `{settings}` | {mean}{spread} | {r['n']} | {seeds} | {r['bits']} | "
+            f"{r['bytes']:,} | {r['compression']:.1f}x | {note} |")
+
+
+def write_seed_table(rows: list[dict], path: str, header: str) -> str:
+    """comparison.md of a multi-seed comparison: mean ± std (n) and every seed's accuracy."""
+    lines = [header, "",
+             "| method | config.method | test acc. % mean ± std | n | per seed | weight bits | "
+             "export bytes | compression vs fp32 | notes |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    lines += [_fmt_seed_row(r) for r in rows]
+    lines += ["", "Mean and sample standard deviation (ddof 1) over the n seeds that finished "
+              "(`config.seed` = each seed: initialisation, data order and augmentation change); "
+              "accuracy of the hard-quantized network. Export bytes: packed payload + "
+              "codebooks, BN statistics included (`jaxquant.export`)."]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+def _curve(workdir: str) -> dict[int, float]:
+    from jaxquant.metrics import read_metrics
+    return {m["step"]: m["test_accuracy"] for m in read_metrics(workdir) if "test_accuracy" in m}
+
+
 def plot(rows: list[dict], path: str, title: str) -> str:
-    """comparison.png: test accuracy (hard-quantized network) vs step, one curve per method."""
+    """comparison.png: test accuracy (hard-quantized network) vs step, one curve per method;
+    for multi-seed rows the mean over seeds at the steps every seed evaluated, with a
+    ±1 std band."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from jaxquant.metrics import read_metrics
+    import numpy as np
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in rows:
-        pts = [(m["step"], m["test_accuracy"]) for m in read_metrics(r["workdir"])
-               if "test_accuracy" in m]
-        if pts:
-            xs, ys = zip(*pts)
-            ax.plot(xs, [100 * y for y in ys], label=r["label"], marker="." if len(pts) < 30 else None)
+        curves = [_curve(w) for w in r.get("workdirs", [r["workdir"]] if "workdir" in r else [])]
+        curves = [c for c in curves if c]
+        if not curves:
+            continue
+        steps = sorted(set.intersection(*(set(c) for c in curves)))
+        if not steps:
+            continue
+        ys = 100 * np.array([[c[s] for s in steps] for c in curves])
+        mean = ys.mean(axis=0)
+        line, = ax.plot(steps, mean, label=r["label"] + (f" (n={len(curves)})" if len(curves) > 1 else ""),
+                        marker="." if len(steps) < 30 else None)
+        if len(curves) > 1:
+            std = ys.std(axis=0, ddof=1)
+            ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2)
     ax.set(xlabel="step", ylabel="test accuracy % (hard-quantized)", title=title)
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
@@ -452,36 +570,46 @@ def plot(rows: list[dict], path: str, title: str) -> str:
     return path
 
 
-def compare(base, methods: str | list[Spec], workdir: str, *, overwrite: bool = False,
-            echo: Callable[[str], None] = print, command: str = "") -> list[dict]:
+def compare(base, methods: str | list[Spec], workdir: str, *, seeds: list[int] | None = None,
+            overwrite: bool = False, echo: Callable[[str], None] = print,
+            command: str = "") -> list[dict]:
     """Train every method of `methods` on `base`'s data/model/budget in `workdir/<label>` and
-    write comparison.md / .json / .png there; returns the rows."""
+    write comparison.md / .json / .png there; returns the rows.
+
+    With `seeds`, every method trains once per seed in `workdir/<label>/seed<k>` (seed by
+    seed) and each row holds the mean ± std over its seeds (`summarize`)."""
     specs = parse_specs(methods) if isinstance(methods, str) else list(methods)
     budget = budget_of(base)
-    configs = [method_config(base, s, budget, workdir) for s in specs]
+    plan = [(spec, seed, method_config(base, spec, budget, workdir, seed))
+            for seed in (seeds if seeds is not None else [None]) for spec in specs]
     os.makedirs(workdir, exist_ok=True)
-    rows, t0 = [], time.time()
-    for i, (spec, config) in enumerate(zip(specs, configs)):
-        echo(f"[{i + 1}/{len(specs)}] {spec.label}: config.method={config.method.to_dict()} "
-             f"-> {os.path.join(workdir, spec.label)}")
-        row = run_method(spec, config, os.path.join(workdir, spec.label), overwrite=overwrite,
-                         echo=echo)
-        rows.append(row)
-        echo(f"[{i + 1}/{len(specs)}] {spec.label}: " + (
+    runs, t0 = [], time.time()
+    for i, (spec, seed, config) in enumerate(plan):
+        name = spec.label if seed is None else f"{spec.label} seed {seed}"
+        where = run_dir(workdir, spec.label, seed)
+        echo(f"[{i + 1}/{len(plan)}] {name}: config.method={config.method.to_dict()} -> {where}")
+        row = run_method(spec, config, where, overwrite=overwrite, echo=echo,
+                         tag=f"[{i + 1}/{len(plan)}] {name}:")
+        row["seed"] = seed
+        runs.append(row)
+        echo(f"[{i + 1}/{len(plan)}] {name}: " + (
             f"ERROR {row['error']}" if row["error"] else
             f"test accuracy {100 * row['test_accuracy']:.2f}%, {row['bits']}-bit, "
             f"{row['bytes']:,} bytes ({row['compression']:.1f}x)"))
+    seed_text = "" if seeds is None else f"; seeds {', '.join(map(str, seeds))}"
     header = "\n".join([
         f"# Method comparison: {base.dataset.name} / {base.model.name}", "",
-        f"Same data, model and budget for every method: {_describe(base, budget)}.",
+        f"Same data, model and budget for every method: {_describe(base, budget)}{seed_text}.",
         f"Machine: {_machine()}; total {time.time() - t0:.0f} s.",
         *([f"Command: `{command}`"] if command else [])])
-    write_table(rows, os.path.join(workdir, "comparison.md"), header)
+    rows = runs if seeds is None else summarize(runs)
+    (write_table if seeds is None else write_seed_table)(
+        rows, os.path.join(workdir, "comparison.md"), header)
     with open(os.path.join(workdir, "comparison.json"), "w") as f:
         json.dump(dict(base=json.loads(base.to_json_best_effort()), budget=budget._asdict(),
-                       command=command, rows=rows), f, indent=1, default=str)
+                       command=command, seeds=seeds, rows=rows, runs=runs), f, indent=1, default=str)
     plot(rows, os.path.join(workdir, "comparison.png"),
-         f"{base.dataset.name} / {base.model.name}, {budget.total_steps} steps")
+         f"{base.dataset.name} / {base.model.name}, {budget.total_steps} steps{seed_text}")
     echo(f"wrote {os.path.join(workdir, 'comparison.md')} and comparison.png")
     return rows
 
@@ -505,6 +633,9 @@ def _cli():
                                        "and comparison.md/.png.")
     overwrite_flag = flags.DEFINE_bool("overwrite", False, "Retrain every method from scratch "
                                        "(default: resume / reuse finished runs).")
+    seeds_flag = flags.DEFINE_string(
+        "seeds", "", "Train every method once per seed and report mean ± std: a count "
+        "(--seeds=3: seeds 0, 1, 2) or a list (--seeds=0,1,2). Default: one run at config.seed.")
     flags.mark_flags_as_required(["config", "workdir"])
 
     def main(argv):
@@ -522,7 +653,8 @@ def _cli():
             a if " " not in a else repr(a) for a in sys.argv[1:])
         try:
             compare(config, parse_specs(methods_flag.value), workdir_flag.value,
-                    overwrite=overwrite_flag.value, command=command,
+                    seeds=parse_seeds(seeds_flag.value), overwrite=overwrite_flag.value,
+                    command=command,
                     echo=lambda s: print(s, flush=True))
         except UserError as e:
             fail(" ".join(str(e).split()))

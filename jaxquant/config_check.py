@@ -5,11 +5,11 @@ the valid choices (with a did-you-mean for misspelt keys) and the fix.
 """
 from __future__ import annotations
 
-import difflib
 import importlib
 import math
 
 from jaxquant.config import base_config
+from jaxquant.config_keys import check_choice, check_free_keys, did_you_mean
 from jaxquant.errors import ConfigError
 
 # Sections whose keys are fixed by base_config(); `model` and `method` also take
@@ -18,24 +18,19 @@ _FIXED_SECTIONS = ("dataset", "quant", "optimizer", "schedule", "train")
 _BIT_FIELDS = ("bits", "weight_bits", "act_bits")
 
 
-def _did_you_mean(key, choices) -> str:
-    close = difflib.get_close_matches(key, list(choices), n=1)
-    return f" Did you mean {close[0]!r}?" if close else ""
-
-
 def _check_keys(config) -> None:
     base = base_config()
     for key in config.keys():
         if key not in base and key not in ("ldnq",):
             raise ConfigError(
-                f"unknown config section {key!r}.{_did_you_mean(key, base.keys())} "
+                f"unknown config section {key!r}.{did_you_mean(key, base.keys())} "
                 f"Valid sections: {', '.join(sorted(base.keys()))}.")
     for section in _FIXED_SECTIONS:
         for key in config[section].keys():
             if key not in base[section]:
                 raise ConfigError(
                     f"unknown config key config.{section}.{key}."
-                    f"{_did_you_mean(key, base[section].keys())} "
+                    f"{did_you_mean(key, base[section].keys())} "
                     f"Valid keys: {', '.join(sorted(base[section].keys()))}.")
 
 
@@ -58,36 +53,6 @@ def _unit_interval(value, name) -> None:
         raise ConfigError(f"{name} must be a number in [0, 1), got {value!r}.")
 
 
-def _same_kind(value, default) -> bool:
-    """Whether `value` may replace `default` (int for float; tuple for list)."""
-    if default is None or value is None:
-        return True
-    if isinstance(default, bool) or isinstance(value, bool):
-        return isinstance(default, bool) and isinstance(value, bool)
-    if isinstance(default, float):
-        return isinstance(value, (int, float))
-    if isinstance(default, (tuple, list)):
-        return isinstance(value, (tuple, list))
-    return isinstance(value, type(default))
-
-
-def check_free_keys(section, name, allowed: dict, owner: str) -> None:
-    """Reject keys of config.<name> that `owner` does not read, and values of the wrong type."""
-    for key in section.keys():
-        if key == "name":
-            continue
-        if key not in allowed:
-            valid = ", ".join(sorted(allowed)) or "none besides 'name'"
-            raise ConfigError(
-                f"unknown key config.{name}.{key} for {owner}.{_did_you_mean(key, allowed)} "
-                f"Valid keys: {valid}. (A key set by a config file for another {name} cannot be "
-                f"removed by an override: start from a config file of {owner} instead.)")
-        if not _same_kind(section[key], allowed[key]):
-            raise ConfigError(
-                f"config.{name}.{key} must be of the type of its default {allowed[key]!r} "
-                f"({type(allowed[key]).__name__}), got {section[key]!r}.")
-
-
 def _method_defaults(name: str):
     """`DEFAULTS[name]` of the method's family module, or None if it declares none
     (then only the name and the common keys are checked)."""
@@ -103,6 +68,68 @@ def _method_defaults(name: str):
     return getattr(module, "DEFAULTS", {}).get(name)
 
 
+def section_keys(section: str, name) -> dict | None:
+    """key -> default of every `config.<section>` key ('method' or 'model') that method or
+    model `name` reads, `name` excluded; None for an unknown name (or a method that
+    declares no `DEFAULTS`, such as the post-training `ldnq`)."""
+    from jaxquant import methods, models
+    if section == "model":
+        return models.keys(name) if isinstance(name, str) else None
+    if not isinstance(name, str) or name not in methods.names():
+        return None
+    return _method_defaults(name)
+
+
+def readers_of(section: str, key: str) -> list[str]:
+    """The methods (section 'method') or models ('model') that read `config.<section>.<key>`."""
+    from jaxquant import methods, models
+    names = methods.names() if section == "method" else models.names()
+    out = []
+    for name in names:
+        try:
+            keys = section_keys(section, name)
+        except ConfigError:  # a family module missing from this checkout
+            continue
+        if keys and key in keys:
+            out.append(name)
+    return out
+
+
+def complete_sections(config, names: dict | None = None) -> None:
+    """Give `config.method` and `config.model` every key their method and model read.
+
+    names: {'method': ..., 'model': ...}, names that replace the file's (what
+    `--config.method.name=` / `--config.model.name=` say on the command line).
+    Keys the section already sets keep their values and the others get their
+    defaults, so that every key can be overridden and `config.json` records
+    them all. When a name changes, the keys the file set for its own method (or
+    model) that the new one does not read are dropped; keys both read keep the
+    file's value. An unknown name leaves its section as it is, for `validate` to
+    report. A key whose value is None becomes a field of any type, so that an
+    override can give it a number, a bool or a string. `config` must be unlocked.
+    """
+    import ml_collections
+    names = names or {}
+    for section in ("method", "model"):
+        node = config[section]
+        name = names.get(section, node.get("name"))
+        keys = section_keys(section, name)
+        if keys is None:
+            continue
+        if name != node.get("name"):
+            for key in [k for k in node.keys() if k != "name" and k not in keys]:
+                del node[key]
+            node.name = name
+        for key, default in keys.items():
+            value = node.get(key, default)
+            if value is None:
+                if key in node:
+                    del node[key]
+                node[key] = ml_collections.FieldReference(None, field_type=object)
+            elif key not in node:
+                node[key] = default
+
+
 def _check_bits(section, name) -> None:
     for key in _BIT_FIELDS:
         if key in section:
@@ -113,13 +140,6 @@ def _check_bits(section, name) -> None:
                 raise ConfigError(f"config.{name}.{key} must be {off}an integer in 1..8, got {v!r}.")
 
 
-def _check_name(value, valid, field) -> None:
-    if value not in valid:
-        raise ConfigError(
-            f"unknown {field} {value!r}.{_did_you_mean(value, valid)} "
-            f"Valid choices: {', '.join(sorted(valid))}.")
-
-
 def validate(config) -> None:
     """Raise `ConfigError` for the first problem found in `config`."""
     from jaxquant import data, methods, models
@@ -128,12 +148,12 @@ def validate(config) -> None:
     _check_keys(config)
     name = config.dataset.name
     if ":" not in name:
-        _check_name(name, data.names(), "config.dataset.name")
-    _check_name(config.model.name, models.names(), "config.model.name")
-    _check_name(config.method.name, methods.names(), "config.method.name")
-    _check_name(config.optimizer.name, OPTIMIZERS, "config.optimizer.name")
-    _check_name(config.schedule.kind, SCHEDULES, "config.schedule.kind")
-    _check_name(config.schedule.unit, ("step", "epoch"), "config.schedule.unit")
+        check_choice(name, data.names(), "config.dataset.name")
+    check_choice(config.model.name, models.names(), "config.model.name")
+    check_choice(config.method.name, methods.names(), "config.method.name")
+    check_choice(config.optimizer.name, OPTIMIZERS, "config.optimizer.name")
+    check_choice(config.schedule.kind, SCHEDULES, "config.schedule.kind")
+    check_choice(config.schedule.unit, ("step", "epoch"), "config.schedule.unit")
     if isinstance(config.seed, bool) or not isinstance(config.seed, int):
         raise ConfigError(f"config.seed must be an integer, got {config.seed!r}.")
     opt, sched, train = config.optimizer, config.schedule, config.train
@@ -155,7 +175,7 @@ def validate(config) -> None:
         _positive(train[key], f"config.train.{key}", allow_zero=True, integer=True)
     if not (train.steps or train.epochs):
         raise ConfigError("set config.train.steps or config.train.epochs to a positive number.")
-    _check_name(train.on_nonfinite, ("stop", "skip"), "config.train.on_nonfinite")
+    check_choice(train.on_nonfinite, ("stop", "skip"), "config.train.on_nonfinite")
     _positive(config.dataset.validation, "config.dataset.validation", allow_zero=True)
     from jaxquant import parallel
     parallel.check_batch(train.batch_size, parallel.make_mesh())

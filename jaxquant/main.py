@@ -1,6 +1,8 @@
 """Command-line trainer: `python -m jaxquant.main --config configs/x.py --workdir runs/x`.
 
-Any config field can be overridden with `--config.section.key=value`. User
+Any config field can be overridden with `--config.section.key=value`, and so can
+every key of the chosen method and model, set by the file or not (the config's
+method and model sections are completed with their defaults first). User
 mistakes (unknown names, missing data, bad overrides) end with a one-paragraph
 message and exit code 2, without a traceback.
 
@@ -17,17 +19,51 @@ $XDG_CACHE_HOME/jaxquant/jax (~/.cache/jaxquant/jax); `off` turns it off.
 """
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 
+import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from jaxquant.errors import UserError
 
+
+class _CompletingParser(flags.ArgumentParser):
+    """Loads `--config=<file>[:arg]` (ml_collections' loader), then completes its method and
+    model sections.
+
+    The names given by `--config.method.name=` / `--config.model.name=` on the
+    command line are applied first; then `config.method` and `config.model` get
+    every key that method and model read, with its default where the file does
+    not set it (`config_check.complete_sections`). ml_collections then applies the
+    overrides to this config, so any such key can be overridden from any config
+    file, and config.json records every key.
+    """
+
+    def __init__(self, argv=None):
+        self._argv = argv  # None: sys.argv, which config_flags reads the overrides from
+
+    def parse(self, argument):
+        config = _FILE_PARSER.parse(argument)
+        if isinstance(config, ml_collections.ConfigDict):  # else an unreadable file, reported later
+            from jaxquant.config_check import complete_sections
+            argv = self._argv if self._argv is not None else flags.FLAGS.read_flags_from_files(
+                sys.argv, force_gnu=False)
+            complete_sections(config, _name_overrides(argv))
+            config.lock()
+        return config
+
+    def flag_type(self):
+        return _FILE_PARSER.flag_type()
+
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (configs/*.py); override fields with "
-    "--config.section.key=value.", lock_config=True)
+    "--config.section.key=value.", lock_config=False)
+_FILE_PARSER = flags.FLAGS[_CONFIG.name].parser  # runs the file's get_config()
+flags.FLAGS[_CONFIG.name].parser = _CompletingParser()
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and exports.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Delete an existing run in --workdir first "
                                 "(without it, a run of the same config is resumed).")
@@ -89,6 +125,9 @@ def main(argv):
         sys.exit(EXIT_SIGNAL_BASE + result["signal"] if result.get("signal") else 0)
     if not parallel.is_main_process():
         return
+    size = _size_line(_WORKDIR.value)
+    if size:
+        print(size)
     print(f"test accuracy: {100 * result['test_accuracy']:.2f}% "
           f"(hard-quantized network, step {result['step']}, workdir {_WORKDIR.value})")
 
@@ -118,6 +157,18 @@ def enable_compilation_cache(value: str | None) -> str | None:
     return path
 
 
+def _size_line(workdir: str) -> str | None:
+    """The totals line of the run's size report (float32 vs quantized bytes, compression),
+    i.e. the last line of `<workdir>/summary.txt`; None if there is none."""
+    path = os.path.join(workdir, "summary.txt")
+    try:
+        with open(path) as f:
+            lines = f.read().strip().splitlines()
+    except OSError:
+        return None
+    return f"weights: {lines[-1]} (per layer: {path})" if lines else None
+
+
 def _message(e: BaseException) -> str:
     """The innermost message of a (possibly wrapped) exception, on one line."""
     while e.args and isinstance(e.args[0], BaseException):
@@ -126,9 +177,23 @@ def _message(e: BaseException) -> str:
     return " ".join(str(text).split())
 
 
+def _name_overrides(argv) -> dict:
+    """{'method': name, 'model': name} as `--config.method.name=` / `--config.model.name=`
+    in `argv` set them (the last one wins)."""
+    names = {}
+    for i, a in enumerate(argv):
+        for section in ("method", "model"):
+            flag = f"--config.{section}.name"
+            if a.startswith(flag + "="):
+                names[section] = a.split("=", 1)[1]
+            elif a == flag and i + 1 < len(argv):
+                names[section] = argv[i + 1]
+    return names
+
+
 def _config_file_value(argv):
-    """The config that `--config=<file>[:arg]` in `argv` names (None if it cannot be loaded)."""
-    import importlib.util
+    """The completed config that `--config=<file>[:arg]` in `argv` names (None if it cannot be
+    loaded)."""
     spec = None
     for i, a in enumerate(argv):
         if a.startswith("--config="):
@@ -137,19 +202,37 @@ def _config_file_value(argv):
             spec = argv[i + 1]
     if spec is None:
         return None
-    path, _, arg = spec.partition(":")
     try:
-        module_spec = importlib.util.spec_from_file_location("_jaxquant_config", path)
-        module = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(module)
-        return module.get_config(arg) if arg else module.get_config()
+        config = _CompletingParser(argv).parse(spec)
     except Exception:  # the flag parser reports a broken config file itself
         return None
+    return config if isinstance(config, ml_collections.ConfigDict) else None
+
+
+def _missing_key_hint(arg, where, key, keys, config) -> str:
+    """Why `--config.<section>.<key>` names no field: a misspelling, or a key of another
+    method / model than the chosen one."""
+    from jaxquant import config_check
+    fields = [k for k in keys if k != "name"]
+    close = difflib.get_close_matches(key, fields or keys, n=1)
+    mean = f" Did you mean {where}.{close[0]}?" if close else ""
+    section = where.split(".", 1)[1] if where in ("config.method", "config.model") else None
+    if section is None:
+        return f"{arg}: {where} has no field {key!r}.{mean} Its fields: {', '.join(sorted(keys))}."
+    name = config[section].get("name")
+    try:
+        readers = [n for n in config_check.readers_of(section, key) if n != name]
+    except Exception:  # noqa: BLE001 - only a hint
+        readers = []
+    other = (f" {key!r} is a key of {section} {', '.join(readers)}: choose one with "
+             f"--config.{section}.name=..." if readers else "")
+    return (f"{arg}: {section} {name!r} has no key {key!r} ({where} has no field {key!r}).{mean} "
+            f"Valid keys of {section} {name!r}: {', '.join(sorted(fields)) or 'none besides name'}."
+            f"{other}")
 
 
 def _override_hint(argv):
     """A message for the first `--config.a.b=v` in `argv` that names no field of the config."""
-    import difflib
     config = _config_file_value(argv)
     if config is None:
         return None
@@ -163,12 +246,7 @@ def _override_hint(argv):
             if keys is None:
                 return (f"{a}: {where} is a value, not a section; it has no field {key!r}.")
             if key not in keys:
-                close = difflib.get_close_matches(key, keys, n=1)
-                mean = f" Did you mean {where}.{close[0]}?" if close else ""
-                free = (" Overrides can change only the keys the config file sets; set other "
-                        f"{where} keys in a config file.") if where in ("config.method", "config.model") else ""
-                return (f"{a}: {where} has no field {key!r}.{mean} Its fields: "
-                        f"{', '.join(sorted(keys))}.{free}")
+                return _missing_key_hint(a, where, key, keys, config)
             node, where = node[key], f"{where}.{key}"
     return None
 

@@ -410,10 +410,36 @@ def _restore_latest(ckpt, abstract, log):
         "--overwrite.")
 
 
-def _progress(total, initial):
+def _progress(total: int, initial: int, images_per_step: int, log):
+    """(bar, log) for the step loop: a progress bar on stderr when it is a terminal.
+
+    The bar shows steps done / total, elapsed < ETA, images/s (steps/s x the global
+    batch) and the last logged loss and accuracy; the returned `log` clears it,
+    prints and redraws it, so that log lines do not land on the bar. When stderr is
+    not a terminal (a file, a pipe, a batch job) the bar is off and `log` is returned
+    unchanged: the output is the plain per-evaluation lines, without carriage returns.
+    """
     from tqdm import tqdm
-    return tqdm(total=total, initial=initial, disable=not sys.stderr.isatty(), unit="step",
-                dynamic_ncols=True, leave=False)
+
+    class StepBar(tqdm):
+        @property
+        def format_dict(self):  # tqdm's documented way to add a field to bar_format
+            d = super().format_dict
+            rate = d["rate"] or ((d["n"] - d.get("initial", 0)) / d["elapsed"] if d["elapsed"] else 0)
+            d["images_rate"] = f"{rate * images_per_step:,.0f} images/s" if rate else "? images/s"
+            return d
+
+    bar = StepBar(total=total, initial=initial, disable=not sys.stderr.isatty(), unit="step",
+                  dynamic_ncols=True, leave=False,
+                  bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} steps "
+                             "[{elapsed}<{remaining}, {images_rate}{postfix}]")
+    if bar.disable:
+        return bar, log
+
+    def log_above_bar(*args, **kwargs):
+        with bar.external_write_mode():
+            log(*args, **kwargs)
+    return bar, log_above_bar
 
 
 def _write_summary(workdir, params, mask) -> str:
@@ -550,7 +576,7 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
 
     stop = {}
     previous_handlers = _install_signal_handlers(stop)
-    bar = _progress(end, start)
+    bar, log = _progress(end, start, int(config.train.batch_size), log)
     sums = parallel.to_global(empty_sums, rep)
     compiled = None
     t0 = time.time()

@@ -73,7 +73,9 @@ def test_compare_writes_one_row_per_method_with_export_sizes_and_a_curve_plot(tm
     assert [l.split("|")[1].strip() for l in body] == ["fp", "bc", "not_yet"]
     assert f"{100 * bc['test_accuracy']:.2f}" in body[1] and "error" in body[2]
     assert (tmp_path / "comparison.png").stat().st_size > 1000
-    assert any(l.startswith("  [bc] step 44/44: ") for l in lines)  # per-method progress
+    # which method of how many is running, on its start line and on each progress line
+    assert "[2/3] bc: config.method=" in "\n".join(lines)
+    assert any(l.startswith("  [2/3] bc: step 44/44: ") for l in lines)
 
     # rerunning reuses the finished runs instead of retraining them
     again = compare.compare(tiny_base(), "fp,bc", str(tmp_path), echo=lines.append)
@@ -140,3 +142,75 @@ def test_select_best_without_a_validation_split_reports_the_last_step(tmp_path):
     assert result["best_val_accuracy"] is None and not row["select_best"]
     assert row["test_accuracy"] == result["final_test_accuracy"]
     assert "best val" not in (tmp_path / "comparison.md").read_text()
+
+
+# ------------------------------------------------------------- --seeds: mean ± std over seeds
+
+def test_seeds_flag_is_a_count_or_a_list():
+    assert compare.parse_seeds("") is None
+    assert compare.parse_seeds("3") == [0, 1, 2]
+    assert compare.parse_seeds("0,2,5") == [0, 2, 5]
+    for bad in ("0", "x", "0,0", "-1,2", "1.5"):
+        with pytest.raises(compare.CompareError, match="--seeds"):
+            compare.parse_seeds(bad)
+
+
+def test_summary_is_the_mean_and_sample_std_over_the_finished_seeds():
+    def run(label, seed, acc=None, error=None):
+        return dict(label=label, method="bc", method_config={"name": "bc"}, seed=seed,
+                    workdir=f"w/{label}/seed{seed}", error=error, test_accuracy=acc,
+                    seconds=10.0, select_best=False, bits="1", bytes=100, float32_bytes=3200,
+                    compression=32.0, quantized_fraction=1.0)
+    runs = [run("bc", 0, 0.90), run("fp", 0, 0.97), run("bc", 1, 0.80), run("fp", 1, 0.95),
+            run("bc", 2, 0.85), run("fp", 2, error="diverged")]
+    bc, fp = compare.summarize(runs)
+    # by hand: mean(0.90, 0.80, 0.85) = 0.85; sum of squares 0.005 / (3 - 1) -> std 0.05
+    assert bc["n"] == 3 and bc["test_accuracy"] == pytest.approx(0.85)
+    assert bc["std"] == pytest.approx(0.05) and bc["error"] is None
+    assert bc["accuracies"] == [0.90, 0.80, 0.85] and bc["seeds"] == [0, 1, 2]
+    # the failed seed is left out of the statistics and named
+    assert fp["n"] == 2 and fp["test_accuracy"] == pytest.approx(0.96)
+    assert fp["std"] == pytest.approx(0.02 / math.sqrt(2)) and "seed 2: diverged" in fp["error"]
+    # one seed: no spread
+    (one,) = compare.summarize([run("bc", 4, 0.5)])
+    assert one["std"] is None and one["n"] == 1
+
+
+def test_warm_start_preset_reads_the_run_of_the_same_seed():
+    base, budget = tiny_base(), compare.Budget(600, 20)
+    (spec,) = compare.parse_specs("ldnq")
+    assert compare.method_config(base, spec, budget, "w").init_checkpoint == os.path.join("w", "fp")
+    cfg = compare.method_config(base, spec, budget, "w", seed=2)
+    assert cfg.init_checkpoint == os.path.join("w", "fp", "seed2") and cfg.seed == 2
+
+
+def test_compare_over_seeds_trains_each_method_per_seed_and_reports_mean_and_std(tmp_path):
+    base = tiny_base()
+    base.train.update(epochs=1)
+    lines = []
+    rows = compare.compare(base, "fp,bc", str(tmp_path), seeds=[0, 3], echo=lines.append)
+    assert [r["label"] for r in rows] == ["fp", "bc"]
+    for r in rows:
+        accs = []
+        for seed in (0, 3):
+            run = tmp_path / r["label"] / f"seed{seed}"
+            assert json.load(open(run / "config.json"))["seed"] == seed
+            accs.append(json.load(open(run / "result.json"))["test_accuracy"])
+        assert r["n"] == 2 and r["test_accuracy"] == pytest.approx((accs[0] + accs[1]) / 2)
+        assert r["std"] == pytest.approx(abs(accs[0] - accs[1]) / math.sqrt(2))
+    out = json.load(open(tmp_path / "comparison.json"))
+    assert out["seeds"] == [0, 3] and len(out["runs"]) == 4
+    assert [(r["label"], r["seed"]) for r in out["runs"]] == [("fp", 0), ("bc", 0), ("fp", 3), ("bc", 3)]
+    table = (tmp_path / "comparison.md").read_text()
+    bc = rows[1]
+    assert f"{100 * bc['test_accuracy']:.2f} ± {100 * bc['std']:.2f} | 2 |" in table
+    assert "seeds 0, 3" in table
+    assert (tmp_path / "comparison.png").stat().st_size > 1000
+    assert any(l.startswith("[4/4] bc seed 3:") for l in lines)
+
+
+def test_bad_seeds_flag_exits_2_before_training(tmp_path):
+    out = _cli("--config", "configs/fp_digits.py", "--methods", "fp", "--seeds", "0,0",
+               "--workdir", str(tmp_path / "w"))
+    assert out.returncode == 2 and "--seeds" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "w").exists()

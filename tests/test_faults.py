@@ -430,11 +430,15 @@ _PATHS = ["seed", "init_checkpoint", "dataset.name", "dataset.validation", "data
           "schedule.boundaries", "schedule.factor", "schedule.warmup", "train.batch_size",
           "train.epochs", "train.steps", "train.on_nonfinite", "train.keep_checkpoints",
           "train.eval_batch_size", "train.log_every_steps",
+          # method / model keys the config file does not set (filled in for the chosen name)
+          "method.bts", "method.variant", "method.alpha", "model.init", "model.use_bias",
+          "model.stem",
           # misspelt or absent keys and sections
           "optimizer.lrr", "model.width", "method.beta", "train", "trian.epochs", "model.features.x"]
 _NAMES = ["digits", "fashion_mnist_x", "image_folder:/nonexistent", "mlp", "lenet5", "resnet20",
-          "fp", "ste", "bwn", "dorefa", "pdqat", "adam", "sgd", "cosine", "piecewise", "epoch",
-          "stop", "skip", "none", "crop_flip", "head/.*", ".*kernel", "[", "stem/.*"]
+          "resnet18", "fp", "ste", "bwn", "dorefa", "pdqat", "md_tanh_s", "adam", "sgd", "cosine",
+          "piecewise", "epoch", "stop", "skip", "none", "crop_flip", "head/.*", ".*kernel", "[",
+          "stem/.*"]
 _VALUES = st.one_of(
     st.integers(-5, 300).map(str), st.integers(2**31, 2**64).map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(repr), st.booleans().map(str),
@@ -445,7 +449,7 @@ _VALUES = st.one_of(
 
 # derandomize: CI sees the same 20 examples every run (no flaky failures from a new
 # draw); explore more locally with `pytest -k fuzzed --hypothesis-seed=N`
-# (seeds 1-16 pass at this commit).
+# (80 non-derandomized examples passed with the method/model key paths added).
 @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck),
           derandomize=True)
 @given(st.lists(st.tuples(st.sampled_from(_PATHS), _VALUES), min_size=1, max_size=3))

@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxquant.config_keys import check_free_keys
+
 Params = Any
 Latent = Any
 Array = jax.Array
@@ -148,10 +150,9 @@ def method_options(family: str, name: str, ctx: Context, defaults: dict) -> dict
     """
     if name not in defaults:
         raise ValueError(f"jaxquant.methods.{family} has no method {name!r}.")
-    from jaxquant import config_check  # noqa: PLC0415  (config_check imports the registry)
     m = ctx.config.method
     if hasattr(m, "keys"):
-        config_check.check_free_keys(m, "method", defaults[name], f"method {name!r}")
+        check_free_keys(m, "method", defaults[name], f"method {name!r}")
     get = m.get if hasattr(m, "get") else (lambda k, d=None: getattr(m, k, d))
     return {k: get(k, d) for k, d in defaults[name].items()}
 

@@ -46,7 +46,6 @@ Notebook use::
 """
 from __future__ import annotations
 
-import difflib
 from typing import Any, NamedTuple, Optional
 
 import jax
@@ -54,6 +53,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxquant import quantizers as Q
+from jaxquant.config_keys import check_choice
 from jaxquant.errors import ConfigError
 from jaxquant.methods.base import Context, MaskLike, Method, as_mask_fn, method_options
 
@@ -85,7 +85,7 @@ def init_meta_net(key: Array, kind: str = "multifc", hidden: int = 100) -> dict:
              (gate order i, f, g, o; b = b_ih + b_hh of PyTorch)
     Every weight ~ U(−1/√fan_in, 1/√fan_in) (LSTM: U(−1/√h, 1/√h)).
     """
-    _check_choice(kind, META_NETS, "config.method.meta_net")
+    check_choice(kind, META_NETS, "config.method.meta_net")
     h = int(hidden)
     k = jax.random.split(key, 5)
     if kind == "fcgrad":
@@ -171,13 +171,6 @@ class MetaQuantState(NamedTuple):
     meta: optax.OptState
 
 
-def _check_choice(value, valid, field):
-    if value not in valid:
-        close = difflib.get_close_matches(str(value), valid, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"unknown {field} {value!r}.{hint} Valid choices: {', '.join(valid)}.")
-
-
 def metaquant(optimizer: optax.GradientTransformation,
               learning_rate: optax.ScalarOrSchedule, *, mask: MaskLike = None,
               forward: str = "dorefa", bits: int = 1, meta_net: str = "multifc",
@@ -192,9 +185,9 @@ def metaquant(optimizer: optax.GradientTransformation,
     forward 'dorefa' | 'bwn'; bits (dorefa); meta_net 'multifc' | 'fcgrad' | 'lstmfc';
     meta_lr (Adam on φ); hidden (meta width); variant 'paper' | 'released' (module docstring).
     """
-    _check_choice(forward, FORWARDS, "config.method.forward")
-    _check_choice(meta_net, META_NETS, "config.method.meta_net")
-    _check_choice(variant, VARIANTS, "config.method.variant")
+    check_choice(forward, FORWARDS, "config.method.forward")
+    check_choice(meta_net, META_NETS, "config.method.meta_net")
+    check_choice(variant, VARIANTS, "config.method.variant")
     bits = Q.check_bits(bits, "config.method.bits")
     if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
         raise ConfigError(f"config.method.hidden must be a positive integer, got {hidden!r}.")

@@ -170,7 +170,8 @@ def keys(name: str) -> dict | None:
     """The `config.model` keys model `name` reads, with defaults (None: unknown model)."""
     if name not in _REGISTRY or name not in _DEFAULTS:
         return None
-    switches = {f.name: f.default for f in dataclasses.fields(Switches)}
+    switches = {f.name: f.default for f in dataclasses.fields(Switches)
+                if f.name != "full_precision_layers"}  # set by the trainer from config.quant
     return {**switches, **_DEFAULTS.get(name, {})}
 
 
