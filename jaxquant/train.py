@@ -497,9 +497,8 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
     method), data_s (training data to the device), compile_s (the train step),
     train_s (train steps), log_s (metrics to the host and files), eval_s
     (evaluations, their compilation included), checkpoint_s (the blocking part of
-    the asynchronous saves), final_s (curves and
-    final evaluation), first_step_s (from the call to the end of the first train
-    step) and total_s (the whole call).
+    the asynchronous saves), final_s (curves and final evaluation), first_step_s
+    (from the call to the end of the first train step) and total_s (the whole call).
     """
     main_process = parallel.is_main_process()
     if not main_process:

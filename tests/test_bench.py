@@ -171,3 +171,32 @@ def test_gpu_check_dry_run_writes_every_result(tmp_path):
     for r in trained.values():  # one epoch of 40 images at batch 8: one evaluation
         assert r["steps"] == 5 and len(r["test_accuracy_per_epoch"]) == 1
         assert 0.0 <= r["test_accuracy"] <= 1.0
+
+
+def test_logged_train_loss_is_the_mean_over_the_steps_since_the_last_log_and_timing_adds_up(tmp_path):
+    from conftest import load_config
+    from jaxquant import parallel, train
+    from jaxquant.metrics import read_metrics
+    c = load_config("fp_digits")
+    c.model.features = (16,)
+    c.train.update(steps=4, batch_size=256, log_every_steps=2, eval_every_steps=4)
+    result = train.train_and_evaluate(c, str(tmp_path), log=lambda *_: None)
+    logged = {r["step"]: r["train_loss"] for r in read_metrics(str(tmp_path))}
+    # the same steps by hand: the plain step function on the trainer's batches
+    exp = train.build_experiment(c)
+    state = jax.device_put(train.init_state(exp), parallel.replicated(exp.mesh))
+    step = jax.jit(train.make_train_step(exp))
+    batches = train._Batches(exp)
+    losses = []
+    for s in range(4):
+        images, labels, perm, i = batches.get(s)
+        idx = np.asarray(perm)[int(i) * 256:(int(i) + 1) * 256]
+        state, m = step(state, np.asarray(images)[idx], np.asarray(labels)[idx])
+        losses.append(float(m["train_loss"]))
+    assert logged[2] == pytest.approx(np.mean(losses[:2]), rel=1e-5)
+    assert logged[4] == pytest.approx(np.mean(losses[2:]), rel=1e-5)
+    t = result["timing"]
+    parts = ("setup_s", "data_s", "compile_s", "train_s", "log_s", "eval_s", "checkpoint_s", "final_s")
+    assert all(t[k] >= 0 for k in parts) and t["compile_s"] > 0
+    assert sum(t[k] for k in parts) <= t["total_s"] + 1e-6
+    assert 0 < t["first_step_s"] <= t["total_s"]
