@@ -52,7 +52,7 @@ def parse(argv=None):
     p.add_argument("--r20-steps", type=int, default=10, help="ResNet-20 steps")
     p.add_argument("--mlp-dataset", default="fashion_mnist", help="the MLP job's dataset (digits: a quick run)")
     p.add_argument("--cifar", default=CIFAR_DEFAULT, help="CIFAR-10 image folder (train/, test/)")
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=2, help="0: the start-up runs only")
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--no-startup", action="store_true", help="skip the start-up runs")
     p.add_argument("--workdir", default="", help="scratch directory (default: a temporary one)")
@@ -271,20 +271,26 @@ def main(argv=None):
             programs.append("torch")
         except ImportError:
             print("PyTorch not installed: no torch loop")
-    jobs = []
-    for job in args.jobs.split(","):
+    jobs, rows = [], []
+
+    def write():  # after each part: a long run keeps what it has
+        payload = dict(args=vars(args), argv=list(sys.argv[1:] if argv is None else argv),
+                       machine=dict(machine(), load_start=load_start), jobs=jobs, startup=rows)
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, f"{args.name}.json"), "w") as f:
+            json.dump(payload, f, indent=1)
+        with open(os.path.join(args.out, f"{args.name}.md"), "w") as f:
+            f.write(markdown(payload))
+        return payload
+
+    for job in (args.jobs.split(",") if args.rounds else []):
         print(f"{job}:", flush=True)
         jobs.append(bench_job(job, args, scratch, programs, log=lambda s: print(s, flush=True)))
-    rows = [] if args.no_startup else startup(args, scratch, log=lambda s: print(s, flush=True))
-    payload = dict(args=vars(args), argv=list(sys.argv[1:] if argv is None else argv),
-                   machine=dict(machine(), load_start=load_start), jobs=jobs, startup=rows)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, f"{args.name}.json"), "w") as f:
-        json.dump(payload, f, indent=1)
-    text = markdown(payload)
-    with open(os.path.join(args.out, f"{args.name}.md"), "w") as f:
-        f.write(text)
-    print(text)
+        write()
+    if not args.no_startup:
+        rows += startup(args, scratch, log=lambda s: print(s, flush=True))
+    payload = write()
+    print(markdown(payload))
     return payload
 
 
