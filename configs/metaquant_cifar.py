@@ -12,6 +12,13 @@ as the released code's refinement), meta net hidden 100 with Adam 1e-3, 100 epoc
 x0.1 every 30, batch 128, warm start from the full-precision run of the same net
 (runs/fp_<dataset>_<net>: `configs/fp_cifar10_resnet20.py` with
 `--config.model.name=<net>` [`--config.dataset.name=cifar100`]).
+
+Step rule: variant='released', the rule of the released meta-quantize.py that produced
+Table 1 (forward at W_t - lr pi_{t-1}, commit W_t - lr pi_t), not the library default
+'paper' (eq. 6 / Alg. 1: forward and commit at W_t - lr pi_t);
+`--config.method.variant=paper` runs the paper's rule. The STE cells of the table are
+`dorefa_cifar10_resnet20.py` / `bwn_cifar10_resnet20.py` (launch/metaquant.sh).
+Differences from the released code that remain: docs/fidelity.md, MetaQuant.
 """
 from jaxquant.config import base_config
 
@@ -28,7 +35,7 @@ def get_config(cell: str = "resnet20,dorefa,sgd,multifc"):
     c.dataset.update(name=NETS[net])
     c.model.update(name=net, shortcut="B")
     c.method = dict(name="metaquant", forward=forward, bits=1, meta_net=meta_net,
-                    meta_lr=1e-3, hidden=100, variant="paper")
+                    meta_lr=1e-3, hidden=100, variant="released")
     c.quant.update(include=[".*kernel"])
     c.optimizer.update(name=optimizer, lr=1e-3, weight_decay=5e-4 if optimizer == "adam" else 0.0)
     c.schedule.update(kind="piecewise", unit="epoch", every=30, factor=0.1)

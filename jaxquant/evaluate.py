@@ -4,13 +4,19 @@ Loads the bit-packed weights written by `jaxquant.export`, rebuilds the model an
 dataset from the config stored in the manifest, and runs the trainer's own
 evaluation on the test split, so the accuracy equals the in-training accuracy of
 the hard-quantized network at that step exactly.
+
+Exit status: 0 when the accuracy matches the one recorded at export (or none was
+recorded), 1 when it DIFFERS FROM it, 2 for an unreadable, corrupted or edited
+export (a user error, with a message naming the file and field).
 """
 from __future__ import annotations
+
+import sys
 
 import jax
 import ml_collections
 
-from jaxquant import export as export_lib
+from jaxquant import checkpoints, export as export_lib
 from jaxquant.errors import UserError
 
 
@@ -19,10 +25,7 @@ def evaluate_export(directory: str, split: str = "test") -> dict:
     from jaxquant import train
 
     params, batch_stats, manifest = export_lib.load(directory)
-    config = ml_collections.ConfigDict(manifest["config"])
-    if not manifest["config"]:
-        raise export_lib.ExportError(f"{directory}/{export_lib.MANIFEST} holds no run config; "
-                                     f"only exports of trainer runs can be evaluated here.")
+    config = _run_config(manifest, directory)
     config.init_checkpoint = ""  # the weights come from the export, not a warm start
     exp = train.build_experiment(config)
     want = jax.tree.map(lambda x: (x.shape, x.dtype), (exp.params, exp.batch_stats))
@@ -41,9 +44,29 @@ def evaluate_export(directory: str, split: str = "test") -> dict:
     return out
 
 
+def _run_config(manifest: dict, directory: str) -> ml_collections.ConfigDict:
+    """The run config stored in a manifest, with every section of a trainer config an
+    object (ExportError naming the field otherwise); `validate` checks the values."""
+    from jaxquant.config import base_config
+
+    path = f"{directory}/{export_lib.MANIFEST}"
+    if not manifest["config"]:
+        raise export_lib.ExportError(f"{path} holds no run config; only exports of trainer runs "
+                                     f"can be evaluated here.")
+    for section, default in base_config().items():
+        value = manifest["config"].get(section)
+        if isinstance(default, ml_collections.ConfigDict) and not isinstance(value, dict):
+            what = "is missing" if section not in manifest["config"] else f"is {value!r}"
+            raise export_lib.ExportError(
+                f"{path}: field 'config.{section}' {what}; it must be an object (the run's "
+                f"config.{section}). Export the run again.")
+    return ml_collections.ConfigDict(manifest["config"])
+
+
 def main(argv):
     from absl import flags
     del argv
+    checkpoints.quiet_orbax_logs()
     fail = export_lib.fail
     FLAGS = flags.FLAGS
     try:
@@ -52,10 +75,15 @@ def main(argv):
         fail(str(e))
     line = (f"{FLAGS.split} accuracy: {100 * out['accuracy']:.2f}% (loss {out['loss']:.4f}) "
             f"of the export at {FLAGS.export}, step {out['step']}")
-    if "training_test_accuracy" in out and FLAGS.split == "test":
-        same = "matches" if out["accuracy"] == out["training_test_accuracy"] else "DIFFERS FROM"
-        line += f"; {same} the in-training {100 * out['training_test_accuracy']:.2f}%"
+    recorded = out.get("training_test_accuracy") if FLAGS.split == "test" else None
+    if recorded is not None:
+        same = "matches" if out["accuracy"] == recorded else "DIFFERS FROM"
+        line += f"; {same} the in-training {100 * recorded:.2f}%"
     print(line)
+    if recorded is not None and out["accuracy"] != recorded:
+        print(f"error: the export's test accuracy {out['accuracy']!r} differs from the "
+              f"{recorded!r} recorded when it was exported.", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

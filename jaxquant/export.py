@@ -7,6 +7,13 @@ An export directory holds two files:
 - `weights.bin`: the concatenated tensor payloads (its size and SHA-256 are in the
   manifest, so a truncated or corrupted file is detected).
 
+The manifest carries `manifest_sha256`, the SHA-256 of its own canonical JSON
+(`json.dumps(sort_keys=True, separators=(",", ":"))` of every other field). It
+covers the codebooks, offsets, shapes, config and the blob's SHA-256, so an edited
+manifest (a swapped codebook, two tensors' offsets exchanged) is refused like a
+corrupted blob. It detects accidents and edits, not forgery (anyone can recompute
+it). A manifest is also checked field by field: a wrong type names the field.
+
 Encodings:
 - `packed`: a tensor with L <= 256 distinct values is stored as indices into its
   sorted codebook of those values (in the manifest), k = max(1, ceil(log2 L)) bits
@@ -34,10 +41,12 @@ from jaxquant.errors import UserError
 from jaxquant.masks import path_str
 
 FORMAT = "jaxquant-export"
-VERSION = 1
+VERSION = 2  # 2: manifest_sha256 over the manifest itself
 MANIFEST = "manifest.json"
 BLOB = "weights.bin"
 MAX_LEVELS = 256
+ENCODINGS = ("packed", "raw")
+COLLECTIONS = ("params", "batch_stats")
 
 
 class ExportError(UserError):
@@ -152,10 +161,8 @@ def _leaves(tree) -> list[tuple[list[str], np.ndarray]]:
 def _mask_leaves(mask, tree) -> list[bool]:
     if mask is None:
         return [True] * len(jax.tree.leaves(tree))
-    flags = jax.tree.leaves(mask)
-    if len(flags) != len(jax.tree.leaves(tree)):
-        raise ValueError("the mask must have the structure of the params pytree.")
-    return [bool(f) for f in flags]
+    from jaxquant.methods.checks import mask_for
+    return [bool(f) for f in jax.tree.leaves(mask_for(mask, tree))]
 
 
 def _nest(items: Sequence[tuple[list[str], np.ndarray]]) -> dict:
@@ -239,6 +246,9 @@ def write(directory: str, params, batch_stats=None, mask=None, config: dict | No
     manifest = dict(format=FORMAT, version=VERSION, blob=BLOB, blob_bytes=len(blob),
                     blob_sha256=hashlib.sha256(blob).hexdigest(), config=config or {},
                     info=info or {}, tensors=entries)
+    # the checksum of the manifest as it will read back (JSON turns tuples into lists)
+    manifest = json.loads(json.dumps(manifest))
+    manifest["manifest_sha256"] = manifest_sha256(manifest)
     with open(os.path.join(directory, BLOB), "wb") as f:
         f.write(blob)
     with open(os.path.join(directory, MANIFEST), "w") as f:
@@ -246,8 +256,99 @@ def write(directory: str, params, batch_stats=None, mask=None, config: dict | No
     return manifest
 
 
+def manifest_sha256(manifest: dict) -> str:
+    """SHA-256 of the canonical JSON of `manifest` without its `manifest_sha256` field."""
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _is_int(x, low: int = 0) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= low
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _is_sha256(x) -> bool:
+    return isinstance(x, str) and len(x) == 64 and all(c in "0123456789abcdef" for c in x)
+
+
+def _is_dtype(x) -> bool:
+    try:
+        return isinstance(x, str) and np.dtype(x).kind in "biuf"
+    except TypeError:
+        return False
+
+
+# field -> (check, what is allowed); the tensor entries' fields in _TENSOR_FIELDS
+_FIELDS = {
+    "blob": (lambda v: isinstance(v, str) and v == os.path.basename(v) and v not in ("", ".", ".."),
+             "a file name in the export directory"),
+    "blob_bytes": (_is_int, "an integer >= 0"),
+    "blob_sha256": (_is_sha256, "64 lowercase hex digits"),
+    "manifest_sha256": (_is_sha256, "64 lowercase hex digits"),
+    "config": (lambda v: isinstance(v, dict), "an object (the run's config)"),
+    "info": (lambda v: isinstance(v, dict), "an object"),
+    "tensors": (lambda v: isinstance(v, list), "a list of tensor entries"),
+}
+_INFO_FIELDS = {
+    "step": (lambda v: v is None or _is_int(v), "an integer >= 0"),
+    "training_test_accuracy": (_is_number, "a number"),
+}
+_TENSOR_FIELDS = {
+    "collection": (lambda v: v in COLLECTIONS, f"one of {', '.join(COLLECTIONS)}"),
+    "path": (lambda v: isinstance(v, list) and v and all(isinstance(k, str) for k in v),
+             "a non-empty list of strings"),
+    "name": (lambda v: isinstance(v, str), "a string"),
+    "shape": (lambda v: isinstance(v, list) and all(_is_int(n) for n in v),
+              "a list of integers >= 0"),
+    "dtype": (_is_dtype, "a numpy dtype name such as 'float32'"),
+    "encoding": (lambda v: v in ENCODINGS, f"one of {', '.join(ENCODINGS)}"),
+    "bits": (lambda v: _is_int(v, 1), "an integer >= 1"),
+    "offset": (_is_int, "an integer >= 0"),
+    "nbytes": (_is_int, "an integer >= 0"),
+}
+
+
+def _check_structure(manifest: dict, path: str) -> None:
+    """ExportError naming the first missing or mistyped field of a manifest."""
+    def bad(field, value, allowed):
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        what = "is missing" if value is _MISSING else f"is {shown}"
+        raise ExportError(f"{path}: field {field!r} {what}; it must be {allowed}. The manifest "
+                          f"was edited or is corrupted: export the run again.")
+
+    for key, (ok, allowed) in _FIELDS.items():
+        value = manifest.get(key, _MISSING)
+        if value is _MISSING or not ok(value):
+            bad(key, value, allowed)
+    for key, (ok, allowed) in _INFO_FIELDS.items():  # optional
+        if key in manifest["info"] and not ok(manifest["info"][key]):
+            bad(f"info.{key}", manifest["info"][key], allowed)
+    for i, entry in enumerate(manifest["tensors"]):
+        if not isinstance(entry, dict):
+            bad(f"tensors[{i}]", entry, "an object")
+        fields = dict(_TENSOR_FIELDS)
+        if entry.get("encoding") == "packed":
+            fields["codebook"] = (lambda v: isinstance(v, list) and v and all(map(_is_number, v)),
+                                  "a non-empty list of numbers")
+        for key, (ok, allowed) in fields.items():
+            value = entry.get(key, _MISSING)
+            if value is _MISSING or not ok(value):
+                bad(f"tensors[{i}].{key}", value, allowed)
+        if entry["offset"] + entry["nbytes"] > manifest["blob_bytes"]:
+            bad(f"tensors[{i}].offset", entry["offset"],
+                f"such that offset + nbytes <= blob_bytes ({manifest['blob_bytes']})")
+
+
+_MISSING = object()
+
+
 def read_manifest(directory: str) -> dict:
-    """The manifest of an export, checked for format and version."""
+    """The manifest of an export, checked for format, version, structure (every field's
+    type) and its `manifest_sha256`; ExportError naming the file and the field otherwise."""
     path = os.path.join(directory, MANIFEST)
     if not os.path.isfile(path):
         raise ExportError(f"no export at {directory!r}: {path} does not exist. Write one with "
@@ -262,7 +363,13 @@ def read_manifest(directory: str) -> dict:
         raise ExportError(f"{path} is not a jaxquant export manifest (format field is not {FORMAT!r}).")
     if manifest.get("version") != VERSION:
         raise ExportError(f"{path} has export format version {manifest.get('version')!r}; this "
-                          f"jaxquant reads version {VERSION}.")
+                          f"jaxquant reads version {VERSION}. Export the run again with "
+                          f"`python -m jaxquant.export --workdir <run>`.")
+    _check_structure(manifest, path)
+    if manifest_sha256(manifest) != manifest["manifest_sha256"]:
+        raise ExportError(f"{path} does not match its manifest_sha256: the manifest was edited "
+                          f"or corrupted after the export (a codebook, offset, shape or the "
+                          f"config changed). Export the run again.")
     return manifest
 
 
@@ -339,7 +446,9 @@ def fail(message: str) -> None:
 
 def main(argv):
     from absl import flags
+    from jaxquant.checkpoints import quiet_orbax_logs
     del argv
+    quiet_orbax_logs()
     FLAGS = flags.FLAGS
     try:
         out = export_run(FLAGS.workdir, FLAGS.out or None, FLAGS.step if FLAGS.step >= 0 else None,

@@ -16,6 +16,9 @@ Compiled steps are kept in JAX's persistent compilation cache, so that a resumed
 or repeated run of the same config does not compile them again: the directory is
 `--compilation_cache=DIR`, else $JAXQUANT_COMPILATION_CACHE, else
 $XDG_CACHE_HOME/jaxquant/jax (~/.cache/jaxquant/jax); `off` turns it off.
+
+The workdir rules (what --overwrite may replace, what a resume may change, the
+lock against a second run) are `jaxquant.workdir`'s.
 """
 from __future__ import annotations
 
@@ -65,8 +68,9 @@ _CONFIG = config_flags.DEFINE_config_file(
 _FILE_PARSER = flags.FLAGS[_CONFIG.name].parser  # runs the file's get_config()
 flags.FLAGS[_CONFIG.name].parser = _CompletingParser()
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and exports.")
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Delete an existing run in --workdir first "
-                                "(without it, a run of the same config is resumed).")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace the jaxquant run in --workdir (a folder "
+                                "holding anything else is refused); without it, a run of the same "
+                                "config is resumed.")
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None, "Multi-host: host:port of process 0's coordinator "
     "(with --num_processes and --process_id); see launch/slurm.sh.")
@@ -251,14 +255,45 @@ def _override_hint(argv):
     return None
 
 
+def _config_file_error(e: BaseException, argv) -> str | None:
+    """'<file>, line N (in f): Error: message' if `e` was raised by the code of the config
+    file that `argv` names (a NameError, a failed import, ...), else None."""
+    import traceback
+    spec = None
+    for i, a in enumerate(argv):
+        if a.startswith("--config="):
+            spec = a.split("=", 1)[1]
+        elif a == "--config" and i + 1 < len(argv):
+            spec = argv[i + 1]
+    if not spec:
+        return None
+    path = os.path.abspath(spec.partition(":")[0])
+    while True:  # the innermost exception that passed through the config file
+        frames = [f for f in traceback.extract_tb(e.__traceback__)
+                  if os.path.abspath(f.filename) == path]
+        if frames:
+            break
+        if e.__cause__ is None and e.__context__ is None:
+            return None
+        e = e.__cause__ or e.__context__
+    f = frames[-1]
+    return (f"the config file {spec.partition(':')[0]}, line {f.lineno} (in {f.name}), raised "
+            f"{type(e).__name__}: {' '.join(str(e).split())}. Fix that line of the config file.")
+
+
 def _parse_flags(argv):
     try:
         return flags.FLAGS(argv)
     # unknown flags, a missing or broken config file, --config.x=y naming no field or of a bad type
     except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError, SyntaxError) as e:
-        fail(_override_hint(argv) or
+        fail(_config_file_error(e, argv) or _override_hint(argv) or
              f"{_message(e)}. Check the flag, or the override's section/key and value type against the "
              f"config file (lists are given as tuples: --config.quant.exclude=\"('head/.*',)\").")
+    except Exception as e:  # the config file's own code raised (NameError, ImportError, ...)
+        message = _config_file_error(e, argv)
+        if message is None:
+            raise  # a bug, not a user mistake: keep the traceback
+        fail(message)
 
 
 def run() -> None:

@@ -5,6 +5,8 @@ import json
 import os
 import sys
 
+import numpy as np
+
 
 def _summary_writer():
     """tensorboardX's SummaryWriter, imported without torch (its optional import of
@@ -54,14 +56,64 @@ class MetricsWriter:
             self._tb.close()
 
 
-def read_metrics(path: str) -> list[dict]:
-    """The records of a `metrics.jsonl` file (or of the workdir holding one)."""
+def read_metrics(path: str, warn=None) -> list[dict]:
+    """The records of a `metrics.jsonl` file (or of the workdir holding one).
+
+    A line that is not a JSON record (a run killed mid-write leaves a truncated last
+    line) is dropped with a warning (`warn`, default: printed to stderr)."""
     if os.path.isdir(path):
         path = os.path.join(path, "metrics.jsonl")
     if not os.path.exists(path):
         return []
+    warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
+    records = []
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        lines = f.read().split("\n")
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if not (isinstance(record, dict) and isinstance(record.get("step"), int)):
+                raise ValueError("not a record with an integer 'step'")
+        except ValueError as e:
+            cut = all(not rest.strip() for rest in lines[number:])  # the last line
+            warn(f"{path}, line {number}: not a metrics record ({e})"
+                 f"{'; a run stopped while writing it' if cut else ''}. Dropped that line.")
+            continue
+        records.append(record)
+    return records
+
+
+def window_to_json(host_metrics: list[dict]) -> list[dict]:
+    """The per-step metrics not yet averaged into a record, as JSON (a checkpoint's meta
+    carries them, so that a resumed run's next record averages the same steps as an
+    uninterrupted run's)."""
+    return [{k: np.asarray(v).tolist() for k, v in m.items()} for m in host_metrics]
+
+
+def window_from_json(window) -> list[dict]:
+    """The inverse of `window_to_json` (floats back to float32, as the step returns them);
+    ValueError for anything else (a damaged or edited checkpoint meta)."""
+    if not isinstance(window, list):
+        raise ValueError(f"meta pending={window!r:.80} is not a list of step metrics")
+    out = []
+    for m in window:
+        if not (isinstance(m, dict) and isinstance(m.get("finite"), bool)
+                and all(isinstance(m.get(k), float) for k in ("train_loss", "train_accuracy"))):
+            raise ValueError(f"meta pending entry {m!r:.80} is not the metrics of a step")
+        entry = {}
+        for k, v in m.items():
+            if isinstance(v, bool):
+                entry[k] = np.bool_(v)
+            elif isinstance(v, (int, float)):
+                entry[k] = np.float32(v)
+            elif isinstance(v, list) and all(isinstance(x, bool) for x in v):
+                entry[k] = np.asarray(v, bool)
+            else:
+                raise ValueError(f"meta pending value {k}={v!r:.80} is not a step metric")
+        out.append(entry)
+    return out
 
 
 def plot_curves(workdir: str) -> str | None:

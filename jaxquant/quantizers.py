@@ -1,9 +1,12 @@
 """Quantizers: pure functions from real tensors to quantization levels.
 
 Formulas follow ../shared/reference/METHODS.md (md-bnn, ProxQuant, MetaQuant,
-DoReFa, L-DNQ, con-qat). None of these functions carries a gradient rule of
-its own; wrap them with `straight_through` (identity STE) or
-`gated_straight_through` (hard-tanh-gated STE) for training.
+DoReFa, L-DNQ, con-qat). The hard quantizers carry no gradient rule of their
+own; wrap them with `straight_through` (identity STE), `gated_straight_through`
+(hard-tanh-gated STE) or, for any other backward, `with_gradient_of` for
+training. `dorefa_weight(ste=True)` and `bwn_ste` hold the published backward
+rules of DoReFa and BWN, including MetaQuant's (`one_bit_backward='tanh'`,
+`backward='alpha_gated'`).
 """
 from __future__ import annotations
 
@@ -60,26 +63,41 @@ def uniform(x: Array, bits: int, ste: bool = False) -> Array:
     return rnd(x * n) / n
 
 
+DOREFA_ONE_BIT_BACKWARDS = ("identity", "tanh")
+
+
 def dorefa_weight(w: Array, bits: int, scale: bool = False, ste: bool = False,
-                  detach_max: bool = False) -> Array:
+                  detach_max: bool = False, one_bit_backward: str = "identity") -> Array:
     """DoReFa weights: 2 q_k(tanh w / (2 max|tanh w|) + 1/2) - 1, in [-1, 1].
 
     At 1 bit this is sign(w) (levels ±1). With `scale`, the result is
     multiplied by E = stop_grad(mean|w|) (PD-QAT at every bit width;
     DoReFa's own 1-bit rule E·sign(w)).
     With `ste`, gradients follow DoReFa (Zhou et al. 2016): straight through
-    the rounding (and through sign at 1 bit), true gradient through tanh and
-    the max normaliser; `detach_max` stops the gradient through max|tanh w|
-    (MetaQuant's variant). Without `ste` no gradient rule is implied.
+    the rounding, true gradient through tanh and the max normaliser;
+    `detach_max` stops the gradient through m = max|tanh w| (MetaQuant's
+    variant), giving d/dw = (1 - tanh² w) / m. At 1 bit `one_bit_backward` picks:
+      'identity': straight through sign, d/dw = 1 (DoReFa's 1-bit rule);
+      'tanh':     the k-bit rule kept at 1 bit, d/dw = d/dw [tanh(w) / m], i.e.
+                  (1 - tanh² w) / m with `detach_max` (MetaQuant's released
+                  utils/quantize.py, whose 1-bit forward is 2 q_1(W̃) - 1 with the
+                  STE through the rounding only and m detached).
+    Either way times E with `scale`. Without `ste` no gradient rule is implied.
     """
     bits = check_bits(bits)
-    if bits == 1:
-        q = straight_through(sign)(w) if ste else sign(w)
+    if one_bit_backward not in DOREFA_ONE_BIT_BACKWARDS:
+        raise ValueError(f"one_bit_backward must be one of {', '.join(DOREFA_ONE_BIT_BACKWARDS)}, "
+                         f"got {one_bit_backward!r}.")
+    t = jnp.tanh(w)
+    m = jnp.maximum(jnp.max(jnp.abs(t)), jnp.finfo(t.dtype).tiny)
+    if detach_max:
+        m = jax.lax.stop_gradient(m)
+    if bits == 1 and not ste:
+        q = sign(w)
+    elif bits == 1:
+        surrogate = (lambda x: x) if one_bit_backward == "identity" else (lambda x: jnp.tanh(x) / m)
+        q = with_gradient_of(sign, surrogate)(w)
     else:
-        t = jnp.tanh(w)
-        m = jnp.maximum(jnp.max(jnp.abs(t)), jnp.finfo(t.dtype).tiny)
-        if detach_max:
-            m = jax.lax.stop_gradient(m)
         q = 2.0 * uniform(t / (2.0 * m) + 0.5, bits, ste=ste) - 1.0
     if scale:
         q = q * jax.lax.stop_gradient(jnp.mean(jnp.abs(w)))
@@ -102,6 +120,23 @@ def bwn(w: Array) -> Array:
     """
     return jax.lax.stop_gradient(jnp.mean(jnp.abs(w))) * sign(w)
 
+
+BWN_BACKWARDS = ("identity", "alpha_gated")
+
+
+def bwn_ste(w: Array, backward: str = "identity") -> Array:
+    """BWN forward alpha sign(w) (alpha = stop_grad(mean|w|)) with a straight-through backward.
+
+    'identity':    d/dw = 1, the identity STE over the whole quantizer;
+    'alpha_gated': d/dw = alpha 1_{|w| <= 1}, the hard-tanh STE through sign times the
+                   detached alpha (MetaQuant's released utils/quantize.py: Function_BWN's
+                   backward is the gate 1_{|w| <= 1}, and its output is scaled by alpha).
+    """
+    if backward not in BWN_BACKWARDS:
+        raise ValueError(f"backward must be one of {', '.join(BWN_BACKWARDS)}, got {backward!r}.")
+    if backward == "identity":
+        return straight_through(bwn)(w)
+    return jax.lax.stop_gradient(jnp.mean(jnp.abs(w))) * gated_straight_through(sign)(w)
 
 
 def _rows(x: Array, by_row: bool) -> Array:
@@ -202,21 +237,26 @@ def nearest(x: Array, codebook: Array) -> Array:
     return codebook[jnp.searchsorted(mids, x, side="right")]
 
 
-def straight_through(q: Callable[[Array], Array]) -> Callable[[Array], Array]:
-    """Identity STE: forward exactly q(x), backward d/dx = 1.
+def with_gradient_of(q: Callable[[Array], Array],
+                     surrogate: Callable[[Array], Array]) -> Callable[[Array], Array]:
+    """Forward exactly q(x), backward the gradient of surrogate(x) (a custom-gradient wrapper).
 
-    Written as sg(q(x)) + (x - sg(x)) (sg = stop_gradient): the second term is
-    exactly 0 in the forward pass, so the forward value is bit-identical to
-    q(x), and unlike a custom_vjp it may close over traced values.
+    Written as sg(q(x)) + (s(x) - sg(s(x))) (sg = stop_gradient): the second term is
+    exactly 0 in the forward pass, so the forward value is bit-identical to q(x), and
+    unlike a custom_vjp it may close over traced values.
     """
     def f(x):
-        return jax.lax.stop_gradient(q(x)) + (x - jax.lax.stop_gradient(x))
+        s = surrogate(x)
+        return jax.lax.stop_gradient(q(x)) + (s - jax.lax.stop_gradient(s))
     return f
+
+
+def straight_through(q: Callable[[Array], Array]) -> Callable[[Array], Array]:
+    """Identity STE: forward exactly q(x), backward d/dx = 1."""
+    return with_gradient_of(q, lambda x: x)
 
 
 def gated_straight_through(q: Callable[[Array], Array]) -> Callable[[Array], Array]:
     """Hard-tanh-gated STE (Hubara et al. 2016): forward exactly q(x), d/dx = 1_{|x| <= 1}."""
-    def f(x):
-        gate = jax.lax.stop_gradient((jnp.abs(x) <= 1.0).astype(x.dtype))
-        return jax.lax.stop_gradient(q(x)) + gate * (x - jax.lax.stop_gradient(x))
-    return f
+    return with_gradient_of(
+        q, lambda x: jax.lax.stop_gradient((jnp.abs(x) <= 1.0).astype(x.dtype)) * x)

@@ -11,7 +11,6 @@ import collections
 import contextlib
 import json
 import os
-import shutil
 import signal
 import sys
 import time
@@ -22,9 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxquant import checkpoints, data, methods, models, parallel
+from jaxquant import checkpoints, data, methods, models, parallel, workdir as workdir_lib
 from jaxquant.config_check import validate
-from jaxquant.errors import UserError
+from jaxquant.errors import ConfigError, UserError
 from jaxquant.data import augment as augment_lib
 from jaxquant.masks import (METHOD_STATE, full_precision_layers, layer_excludes, param_paths,
                             quant_mask)
@@ -56,8 +55,7 @@ class NonFiniteError(UserError):
     """The loss, gradients or updated state became NaN/inf (config.train.on_nonfinite='stop')."""
 
 
-class WorkdirError(UserError):
-    """The workdir holds another run, or a run that cannot be resumed."""
+WorkdirError = workdir_lib.WorkdirError
 
 
 def _normalize(images, ds):
@@ -74,6 +72,13 @@ def build_experiment(config) -> Experiment:
     batch = int(config.train.batch_size)
     parallel.check_batch(batch, mesh)
     n_train = len(ds.train.labels) if ds.train.in_memory else len(ds.train)
+    if batch > n_train:
+        held_out = config.dataset.validation
+        carved = f" after config.dataset.validation={held_out}" if held_out else ""
+        raise ConfigError(
+            f"config.train.batch_size={batch} is larger than the training set of "
+            f"{config.dataset.name!r} ({n_train} examples{carved}); use a batch size of at "
+            f"most {n_train}.")
     steps_per_epoch = max(n_train // batch, 1)
     total_steps = int(config.train.steps) or int(config.train.epochs) * steps_per_epoch
 
@@ -337,70 +342,34 @@ def _check_finite(sums, paths, ckpt, policy, log):
     if policy == "skip":
         log(f"warning: {where}; those updates were skipped (config.train.on_nonfinite='skip').")
         return
-    last = ckpt.latest_step()
+    last = ckpt.latest_verified_step()  # only a step whose files match their checksums
     good = (f"the last good checkpoint is step {last} in {ckpt.directory}" if last is not None
-            else "no checkpoint was saved yet")
+            else "no verified checkpoint was saved yet")
     raise NonFiniteError(
         f"{where}. The update was not applied; {good}. Lower config.optimizer.lr (or check the "
         f"data for NaN/inf), or set config.train.on_nonfinite='skip' to skip such steps.")
 
 
-def _check_workdir(workdir: str, config) -> bool:
-    """True if `workdir` holds an earlier run of this experiment to resume.
-
-    A workdir with another experiment's config (dataset, model, method or quant
-    rules differ), with run outputs but no checkpoint, or with checkpoints but
-    no readable config.json, is refused rather than silently overwritten.
-    """
-    path = os.path.join(workdir, "config.json")
-    has_ckpt = os.path.isdir(os.path.join(workdir, checkpoints.CHECKPOINT_DIR))
-    if not os.path.exists(path):
-        if has_ckpt:
-            raise WorkdirError(
-                f"{workdir!r} holds checkpoints but no config.json ({path!r} is missing), so "
-                f"they cannot be checked against this config. Restore that file, use another "
-                f"--workdir, or pass --overwrite to delete the run and start afresh.")
-        return False
-    try:
-        with open(path) as f:
-            old = json.load(f)
-    except (OSError, ValueError) as e:
-        raise WorkdirError(
-            f"cannot read {path!r} ({e}), so the run in {workdir!r} cannot be checked against "
-            f"this config. Restore that file, use another --workdir, or pass --overwrite to "
-            f"delete the run and start afresh.") from None
-    new = json.loads(config.to_json_best_effort())
-    for section in ("dataset", "model", "method", "quant"):
-        if old.get(section) != new.get(section):
-            raise WorkdirError(
-                f"{workdir!r} holds a run with a different config.{section} "
-                f"({old.get(section)} vs {new.get(section)}). Use another --workdir, or "
-                f"pass --overwrite to delete that run and start afresh.")
-    if not has_ckpt:
-        raise WorkdirError(
-            f"{workdir!r} holds run outputs but no checkpoint to resume from; pass --overwrite "
-            f"to start afresh there, or use another --workdir.")
-    return True
-
-
 def _restore_latest(ckpt, abstract, log):
     """(state, meta) of the newest readable checkpoint, falling back to older ones.
 
-    Unreadable newer steps (truncated or missing files, another model's shapes)
-    are named in a warning and moved to `checkpoints_unreadable/`.
+    Unreadable newer steps (a file that fails its checksum, truncated or missing
+    files, another model's shapes) are named in a warning (step, file, short reason)
+    and moved to `checkpoints_unreadable/`.
     """
     steps = sorted(ckpt.all_steps(), reverse=True)
     problems, bad = [], []
     for step in steps:
         try:
             out = ckpt.restore(step, abstract)
-        except Exception as e:  # truncated / missing files, shape mismatch: orbax raises many types
-            where = os.path.join(ckpt.directory, str(step))
-            text = " ".join(str(e).split()).split(" [tensorstore_spec")[0]  # keeps the file name
-            problems.append(f"{where}: {type(e).__name__}: {text[:1000]}")
+            out = out[0], workdir_lib.check_meta(out[1], step)
+        except Exception as e:  # checksum, truncated / missing files, shapes: orbax raises many types
+            problems.append(f"step {step} ({ckpt.step_dir(step)}): {checkpoints.describe_read_error(e)}")
             bad.append(step)
             log(f"warning: cannot read checkpoint {problems[-1]}")
             continue
+        if not os.path.exists(os.path.join(ckpt.step_dir(step), checkpoints.CHECKSUMS)):
+            log(f"warning: checkpoint step {step} has no {checkpoints.CHECKSUMS}; resumed unverified.")
         if bad:
             aside = ckpt.set_aside(bad, parallel.is_main_process())
             parallel.sync("unreadable checkpoints set aside")
@@ -410,8 +379,9 @@ def _restore_latest(ckpt, abstract, log):
         return out
     raise WorkdirError(
         "no readable checkpoint to resume from: " + "; ".join(problems) +
-        ". If the model or method changed, use another --workdir; to discard this run, pass "
-        "--overwrite.")
+        ". The run's config.json matches this config, so the checkpoints are damaged (or were "
+        "written by another version of jaxquant); to discard this run, pass --overwrite, or "
+        "use another --workdir.")
 
 
 def _progress(total: int, initial: int, images_per_step: int, log):
@@ -454,10 +424,22 @@ def _write_summary(workdir, params, mask) -> str:
     return table
 
 
-def _snapshot(tree):
-    """Copies of the arrays of `tree` that no later step donates: an asynchronous
-    checkpoint reads them while training goes on."""
-    return jax.tree.map(lambda x: jax.device_put(x, x.sharding, may_alias=False), tree)
+def _sums_to_json(sums) -> dict:
+    """Host metric sums (`empty_metric_sums` structure) as JSON (a checkpoint's meta)."""
+    return jax.tree.map(lambda x: np.asarray(x).tolist(), sums)
+
+
+def _sums_from_json(value, empty) -> dict:
+    """The inverse of `_sums_to_json`, in the dtypes and shapes of `empty`; `empty` for
+    None (a new run, or a checkpoint written before the sums were carried) or for a
+    value of another structure."""
+    if value is None:
+        return empty
+    try:
+        out = jax.tree.map(lambda e, v: np.asarray(v, e.dtype).reshape(e.shape), empty, value)
+    except (TypeError, ValueError):
+        return empty
+    return out
 
 
 @contextlib.contextmanager
@@ -483,8 +465,8 @@ def _install_signal_handlers(flag: dict):
     return previous
 
 
-def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = None,
-                       log=print) -> dict:
+def train_and_evaluate(config, workdir: str, *, overwrite: bool = False,
+                       stop_after_steps: int | None = None, log=print) -> dict:
     """Train `config` in `workdir` (resuming if it holds checkpoints) and return
     the final metrics: test accuracy of the hard-quantized network, best
     validation accuracy and the test accuracy at it, step, preempted flag and
@@ -495,13 +477,16 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
     a non-finite loss, gradient or updated state stops with `NonFiniteError`
     (config.train.on_nonfinite='stop') or skips that step ('skip').
 
+    The workdir follows `jaxquant.workdir`: checked before any data is loaded, locked
+    for the run, replaced only if it is a run and `overwrite` is set, resumed only with
+    a config of the same trajectory.
+
     `stop_after_steps` stops early as a preemption would (tests use it).
 
     result['timing'] holds the seconds spent in: setup_s (data loading, model and
     method), data_s (training data to the device), compile_s (the train step),
     train_s (train steps), log_s (metrics to the host and files), eval_s
-    (evaluations, their compilation included), checkpoint_s (the blocking part of
-    the asynchronous saves), final_s (curves and final evaluation), first_step_s
+    (evaluations, their compilation included), checkpoint_s, final_s (curves and final evaluation), first_step_s
     (from the call to the end of the first train step) and total_s (the whole call).
     """
     main_process = parallel.is_main_process()
@@ -509,15 +494,20 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
         log = lambda *_: None  # noqa: E731
     started = time.perf_counter()
     timing = collections.defaultdict(float)  # seconds spent per part of the run (result['timing'])
+    validate(config)
+    plan = workdir_lib.plan(workdir, config, overwrite=overwrite,  # refusals write nothing
+                            main_process=main_process)
     with _timed(timing, "setup_s"):
         exp = build_experiment(config)
-    resuming = _check_workdir(workdir, config)
-    parallel.sync("workdir checked")  # before process 0 writes into it
+    with workdir_lib.claimed(plan, main_process=main_process, log=log):
+        parallel.sync("workdir claimed")  # before any process reads what process 0 wrote
+        return _train(exp, plan, workdir, stop_after_steps, log, started, timing)
+
+
+def _train(exp: Experiment, plan, workdir: str, stop_after_steps, log, started, timing) -> dict:
+    config = exp.config
+    main_process = parallel.is_main_process()
     method, mesh = exp.method, exp.mesh
-    if main_process:
-        os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
 
     rep = parallel.replicated(mesh)
     state = parallel.to_global(jax.device_get(init_state(exp)), rep)
@@ -527,23 +517,30 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
     if main_process:
         log(_write_summary(workdir, projected, exp.mask))
 
-    ckpt = checkpoints.Checkpointer(workdir, keep=int(config.train.keep_checkpoints),
-                                   asynchronous=True)
-    best_ckpt = checkpoints.Checkpointer(workdir, keep=1, subdir="best", asynchronous=True)
+    ckpt = checkpoints.Checkpointer(workdir, keep=int(config.train.keep_checkpoints))
+    best_ckpt = checkpoints.Checkpointer(workdir, keep=1, subdir="best")
     writer = MetricsWriter(workdir, enabled=parallel.is_main_process())
     meta = dict(best_val_accuracy=-1.0, test_at_best_val=-1.0, best_step=-1)
-    if resuming and ckpt.all_steps():
+    if plan.resume and ckpt.all_steps():
         abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), state)
         state, meta = _restore_latest(ckpt, abstract, log)
         log(f"resumed from {ckpt.directory} at step {int(state['step'])}")
-    if resuming:  # records past the restored step (or all, if none was saved) are redone
-        writer.truncate_after(int(state["step"]))
+    if plan.resume:
+        workdir_lib.accept_resume(plan, int(state["step"]), main_process=main_process, log=log)
+    # records past the restored step (all, for a new run) are redone; the steps since the
+    # last record before the checkpoint come back from its meta, so records average the
+    # same steps as in an uninterrupted run
+    writer.truncate_after(int(state["step"]))
+    meta.pop("pending", None)  # the per-step window of older checkpoints: see metric_sums
     start = int(state["step"])
 
     with _timed(timing, "data_s"):
         batches = _Batches(exp)
     update = batches.compile(make_update(exp))
     empty_sums = empty_metric_sums(exp, state)
+    # the sums of the steps since the last record before the checkpoint come back from
+    # its meta, so that records average the same steps as in an uninterrupted run
+    carried = _sums_from_json(meta.pop("metric_sums", None), empty_sums)
     eval_batch = make_eval_fn(exp)
     eval_every = int(config.train.eval_every_steps) or exp.steps_per_epoch
     ckpt_every = int(config.train.checkpoint_every_steps) or eval_every
@@ -574,13 +571,13 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
     def save(step):
         with _timed(timing, "checkpoint_s"):
             weights = project(state["latent"])
-            ckpt.save(step, _snapshot(dict(params=weights, batch_stats=state["batch_stats"])),
-                      dict(meta), state=_snapshot(state))
+            ckpt.save(step, dict(params=weights, batch_stats=state["batch_stats"]),
+                      dict(meta, metric_sums=_sums_to_json(jax.device_get(sums))), state=state)
 
     stop = {}
     previous_handlers = _install_signal_handlers(stop)
     bar, log = _progress(end, start, int(config.train.batch_size), log)
-    sums = parallel.to_global(empty_sums, rep)
+    sums = parallel.to_global(carried, rep)
     compiled = None
     t0 = time.time()
     loop_start = time.perf_counter()
@@ -597,7 +594,7 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
                 state, sums = compiled(state, sums, *args)
             done = step + 1
             is_eval = done % eval_every == 0 or done == exp.total_steps
-            if done % log_every == 0 or is_eval or done == end:
+            if done % log_every == 0 or is_eval:
                 with _timed(timing, "log_s"):
                     host = jax.device_get(sums)
                     sums = parallel.to_global(empty_sums, rep)
@@ -672,10 +669,7 @@ def train_and_evaluate(config, workdir: str, *, stop_after_steps: int | None = N
 def run(config, workdir: str, overwrite: bool = False) -> dict:
     """Entry point of `jaxquant.main`: train `config` in `workdir`.
 
-    With `overwrite`, an existing run in `workdir` is deleted first; without
-    it, an existing run of the same experiment is resumed.
+    With `overwrite`, a run in `workdir` is replaced (a folder holding anything else
+    is refused); without it, a run of the same trajectory is resumed.
     """
-    if overwrite and os.path.isdir(workdir) and parallel.is_main_process():
-        shutil.rmtree(workdir)
-    parallel.sync("workdir overwritten")
-    return train_and_evaluate(config, workdir)
+    return train_and_evaluate(config, workdir, overwrite=overwrite)

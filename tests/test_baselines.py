@@ -1,4 +1,6 @@
 """STE / BinaryConnect / BWN / DoReFa as Methods on a plain params pytree."""
+import os
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -9,6 +11,7 @@ import pytest
 import jaxquant as jq
 from jaxquant import methods
 from jaxquant import quantizers as Q
+from jaxquant.errors import ConfigError
 from jaxquant.masks import MaskError, quant_mask
 from jaxquant.methods import baselines as B
 from jaxquant.methods.base import Context
@@ -246,3 +249,76 @@ def test_building_a_method_refuses_a_key_it_does_not_read():
     assert build(variant="proxquant") is not None
     with pytest.raises(ConfigError, match=r"config\.method\.varient.*Did you mean 'variant'"):
         build(varient="proxquant")
+
+
+# MetaQuant's STE cells: the backward rules of its released utils/quantize.py.
+W_MQ = np.array([[0.5, -2.0], [0.0, 0.9]], np.float32)
+
+
+def _kernel_grad(method):
+    """d/dkernel of sum(v * forward(kernel)) with v = [[1, 2], [3, 4]]."""
+    v = np.arange(1.0, 5.0).reshape(2, 2)
+    p = {"dense": {"kernel": jnp.asarray(W_MQ), "bias": jnp.zeros(2)}}
+    return np.asarray(_grad(method, p, {"dense": {"kernel": v, "bias": np.zeros(2)}})["dense"]["kernel"])
+
+
+def test_bwn_method_backward_option_through_the_registry():
+    v = np.arange(1.0, 5.0).reshape(2, 2)
+    alpha = np.abs(W_MQ).mean()  # (0.5 + 2 + 0 + 0.9) / 4 = 0.85
+    g = _kernel_grad(methods.build("bwn", _ctx(name="bwn", backward="alpha_gated")))
+    np.testing.assert_allclose(g, [[1 * 0.85, 0], [3 * 0.85, 4 * 0.85]], rtol=1e-6)
+    np.testing.assert_allclose(g, v * alpha * (np.abs(W_MQ) <= 1), rtol=1e-6)
+    np.testing.assert_array_equal(_kernel_grad(methods.build("bwn", _ctx(name="bwn"))), v)
+    with pytest.raises(ConfigError, match=r"config.method.backward 'gated'.*identity, alpha_gated"):
+        methods.build("bwn", _ctx(name="bwn", backward="gated"))
+
+
+def test_dorefa_method_one_bit_backward_option_through_the_registry():
+    v = np.arange(1.0, 5.0).reshape(2, 2)
+    t = np.tanh(W_MQ.astype(np.float64))
+    ctx = _ctx(name="dorefa", weight_bits=1, one_bit_scale=False, detach_max=True,
+               one_bit_backward="tanh")
+    np.testing.assert_allclose(_kernel_grad(methods.build("dorefa", ctx)),
+                               v * (1 - t ** 2) / np.tanh(2.0), rtol=1e-5)
+    ctx = _ctx(name="dorefa", weight_bits=1, one_bit_scale=False, detach_max=True)
+    np.testing.assert_array_equal(_kernel_grad(methods.build("dorefa", ctx)), v)  # default
+    with pytest.raises(ConfigError, match=r"config.method.one_bit_backward 'sign'"):
+        methods.build("dorefa", _ctx(name="dorefa", one_bit_backward="sign"))
+
+
+def _launcher_configs():
+    """(config name, overrides) of every MetaQuant Table-1 row in launch/metaquant.sh."""
+    import re
+    from conftest import REPO
+    text = open(os.path.join(REPO, "launch", "metaquant.sh")).read()
+    return text, sorted(set(re.findall(r"configs/(\w+)\.py", text)))
+
+
+def test_metaquant_table_ste_cells_use_the_released_backward_rules():
+    from conftest import load_config
+    text, names = _launcher_configs()
+    assert {"dorefa_cifar10_resnet20", "bwn_cifar10_resnet20"} <= set(names)
+    assert "--config.method." not in text  # the launcher does not override the configs' rules
+    dorefa_cfg, bwn_cfg = load_config("dorefa_cifar10_resnet20"), load_config("bwn_cifar10_resnet20")
+    assert dict(dorefa_cfg.method) == dict(name="dorefa", weight_bits=1, one_bit_scale=False,
+                                           detach_max=True, one_bit_backward="tanh")
+    assert dict(bwn_cfg.method) == dict(name="bwn", backward="alpha_gated")
+    ste_digits = load_config("ste_dorefa_sgd_digits")  # the CPU-size twin of the dorefa/SGD cell
+    assert dict(ste_digits.method) == dict(dorefa_cfg.method)
+    # and the built methods take those gradients (hand values as above)
+    t = np.tanh(W_MQ.astype(np.float64))
+    v = np.arange(1.0, 5.0).reshape(2, 2)
+    for cfg, expected in ((dorefa_cfg, v * (1 - t ** 2) / np.tanh(2.0)),
+                          (bwn_cfg, v * np.abs(W_MQ).mean() * (np.abs(W_MQ) <= 1))):
+        ctx = Context(config=cfg, optimizer=optax.sgd(1e-3), learning_rate=lambda s: 1e-3,
+                      mask=KERNEL_ONLY, steps_per_epoch=1)
+        np.testing.assert_allclose(_kernel_grad(methods.build(cfg.method.name, ctx)), expected,
+                                   rtol=1e-5)
+
+
+def test_cli_refuses_an_unknown_backward_rule_with_the_key_and_the_choices(tmp_path):
+    from test_faults import argv_for, run_main
+    code, _, err = run_main(argv_for(tmp_path, "--config.method.one_bit_backward=sign",
+                                     config="configs/ste_dorefa_sgd_digits.py"))
+    assert code == 2 and "Traceback" not in err
+    assert "config.method.one_bit_backward 'sign'" in err and "identity, tanh" in err

@@ -31,8 +31,10 @@ def cfg(name, data_dir="", validation=0, augment="", **extra):
 
 
 @pytest.fixture(autouse=True)
-def _no_env_data_dir(monkeypatch):
+def _no_env_data_dir(monkeypatch, tmp_path):
+    """No $JAXQUANT_DATA_DIR, and a private home: no dataset prepared in ~/.cache/jaxquant/datasets."""
     monkeypatch.delenv("JAXQUANT_DATA_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
 
 
 # ---------------------------------------------------------------- digits

@@ -133,6 +133,7 @@ def test_corrupted_manifest_is_a_clear_error_naming_the_file(tmp_path):
         E.load(str(tmp_path))
     m = json.loads(text)
     m["tensors"][0]["shape"] = [3]
+    m["manifest_sha256"] = E.manifest_sha256(m)  # self-consistent, yet the payload does not fit
     manifest.write_text(json.dumps(m))
     with pytest.raises(E.ExportError, match=r"manifest\.json: bad tensor entry"):
         E.load(str(tmp_path))

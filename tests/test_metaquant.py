@@ -232,3 +232,87 @@ def test_metaquant_dorefa_sgd_digits_reaches_90_percent(tmp_path):
     c.train.update(epochs=5, log_every_steps=110)
     result = train.train_and_evaluate(c, str(tmp_path), log=lambda *_: None)
     assert result["test_accuracy"] >= 0.90
+
+
+def test_every_table_config_runs_the_released_step_rule():
+    """Table 1 was produced by the released meta-quantize.py: every table config (and the
+    launcher's rows) must pick variant='released'; the library default stays 'paper'."""
+    import glob
+    import itertools
+    import re
+    assert DEFAULTS["metaquant"]["variant"] == "paper"
+    table = runpy.run_path(os.path.join(REPO, "configs", "metaquant_cifar.py"))["get_config"]
+    for net, fwd, opt, meta in itertools.product(
+            ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110"), ("dorefa", "bwn"),
+            ("sgd", "adam"), ("multifc", "fcgrad", "lstmfc")):
+        assert table(f"{net},{fwd},{opt},{meta}").method.variant == "released"
+    files = glob.glob(os.path.join(REPO, "configs", "metaquant_*.py"))
+    assert len(files) >= 15
+    for path in files:
+        name = os.path.basename(path)[:-3]
+        cfg = table() if name == "metaquant_cifar" else load_config(name)
+        assert cfg.method.name == "metaquant" and cfg.method.variant == "released", name
+    launcher = open(os.path.join(REPO, "launch", "metaquant.sh")).read()
+    assert "configs/metaquant_cifar.py" in launcher and "--config.method." not in launcher
+    assert set(re.findall(r"configs/(metaquant\w*)\.py", launcher)) == {"metaquant_cifar"}
+
+
+def test_launcher_reports_the_papers_statistic_the_mean_of_the_last_10_evaluations(tmp_path):
+    """launch/metaquant.sh's last10 on a run logged over 12 epochs, one epoch logged twice
+    (a resumed run): the mean of epochs 3..12, each step once."""
+    import json
+    import subprocess
+    import sys
+    run = tmp_path / "resnet20_dorefa_sgd_multifc"
+    run.mkdir()
+    accs = [0.10, 0.20, 0.50, 0.52, 0.54, 0.56, 0.58, 0.60, 0.62, 0.64, 0.66, 0.70]
+    lines = [dict(step=100 * (i + 1), test_accuracy=a) for i, a in enumerate(accs)]
+    lines.insert(5, dict(step=50, train_loss=1.0))                       # a log-only record
+    lines.insert(4, dict(step=500, test_accuracy=0.30))                  # logged before a
+    # preemption; the resumed run logged step 500 again (0.54): the later record counts
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    script = os.path.join(REPO, "launch", "metaquant.sh")
+    # the launcher's function definitions only (sourcing it would run the table)
+    defs = subprocess.run(["sed", "-n", "/^last10() {/,/^}/p", script], capture_output=True,
+                          text=True, check=True).stdout
+    assert defs.startswith("last10()")
+    out = subprocess.run(["bash", "-c", defs + "\nlast10 resnet20_dorefa_sgd_multifc 88.94"],
+                         env=dict(os.environ, RUNS=str(tmp_path), PYTHON=sys.executable),
+                         capture_output=True, text=True, check=True).stdout
+    expected = 100 * sum(accs[2:]) / 10                                  # 59.20
+    assert out.split() == ["resnet20_dorefa_sgd_multifc", "paper", "88.94", "last-10", "mean",
+                           f"{expected:.2f}"]
+    assert (tmp_path / "table_last10.tsv").read_text().split("\t")[2] == f"{expected:.2f}"
+
+
+@pytest.mark.slow  # ~100 python start-ups
+def test_launcher_dry_run_every_row_with_a_seed(tmp_path):
+    """launch/metaquant.sh with a stand-in python that records each training command and
+    writes a one-evaluation result: 5 warm starts and 50 cells, each cell seeded and
+    labelled by SEED, warm-started from its net's run, and followed by its last-10 line."""
+    import subprocess
+    import sys
+    fake = tmp_path / "python"
+    fake.write_text(
+        "#!/usr/bin/env bash\n"
+        'if [ "$1" != -m ]; then exec "$REAL_PYTHON" "$@"; fi\n'
+        'echo "$@" >> "$CALLS"\n'
+        'while [ $# -gt 0 ]; do [ "$1" = --workdir ] && w=$2; shift; done\n'
+        'mkdir -p "$w"; echo \'{"test_accuracy": 0.5}\' > "$w/result.json"\n'
+        'echo \'{"step": 1, "test_accuracy": 0.5}\' > "$w/metrics.jsonl"\n')
+    fake.chmod(0o755)
+    calls = tmp_path / "calls.txt"
+    env = dict(os.environ, PYTHON=str(fake), REAL_PYTHON=sys.executable, CALLS=str(calls),
+               RUNS=str(tmp_path / "runs"), SEED="2")
+    out = subprocess.run(["bash", os.path.join(REPO, "launch", "metaquant.sh")], cwd=REPO, env=env,
+                         capture_output=True, text=True, check=True).stdout
+    cmds = calls.read_text().splitlines()
+    fp = [c for c in cmds if "fp_cifar10_resnet20.py" in c]
+    cells = [c for c in cmds if c not in fp]
+    assert len(fp) == 5 and len(cells) == 50
+    assert all("--config.seed=2" in c and "_seed2 " in c + " " for c in cells)
+    assert not any("--config.seed" in c for c in fp)  # warm starts shared by every seed
+    for c in cells:
+        net = os.path.basename(c.split("--workdir ")[1].split()[0]).split("_")[0]
+        assert f"--config.init_checkpoint={tmp_path}/runs/fp_" in c and c.endswith(f"_{net}")
+    assert out.count("last-10 mean") == 50 and "FAILED" not in out

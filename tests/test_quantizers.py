@@ -195,3 +195,72 @@ def test_quantizers_reject_bad_bits_with_a_clear_error():
     with pytest.raises(ValueError, match=r"1\.\.8, got 0"):
         q.dorefa_weight(jnp.ones(2), 0)
     assert q.check_bits(np.int64(4)) == 4
+
+
+# MetaQuant's released STE rules (utils/quantize.py), checked against numpy on the formula.
+W6 = np.array([[0.5, -2.0, 0.0], [1.5, -0.25, 0.9]], np.float32)
+V6 = np.array([[1.0, 2.0, -3.0], [0.5, -1.0, 4.0]], np.float32)  # upstream gradient g_Ŵ
+
+
+def _vjp(fn, w=W6, v=V6):
+    """(fn(w), d/dw sum(v * fn(w)))."""
+    out, pull = jax.vjp(fn, jnp.asarray(w))
+    return np.asarray(out), np.asarray(pull(jnp.asarray(v))[0])
+
+
+def test_with_gradient_of_forward_is_q_and_backward_the_surrogate():
+    out, g = _vjp(q.with_gradient_of(q.sign, lambda x: x ** 3))
+    np.testing.assert_array_equal(out, np.where(W6 >= 0, 1.0, -1.0))
+    np.testing.assert_allclose(g, V6 * 3 * W6 ** 2, rtol=1e-6)
+
+
+def test_bwn_ste_alpha_gated_backward_is_alpha_times_the_hard_tanh_gate():
+    alpha = np.abs(W6).mean()                                  # 5.15 / 6, detached
+    out, g = _vjp(lambda w: q.bwn_ste(w, "alpha_gated"))
+    np.testing.assert_allclose(out, alpha * np.where(W6 >= 0, 1.0, -1.0), rtol=1e-6)
+    np.testing.assert_allclose(g, V6 * alpha * (np.abs(W6) <= 1), rtol=1e-6)
+    assert g[0, 1] == 0 and g[1, 0] == 0                       # |-2|, |1.5| > 1
+    np.testing.assert_allclose(g[0, 0], 1.0 * 5.15 / 6, rtol=1e-6)
+
+
+def test_bwn_ste_default_backward_is_still_the_identity():
+    out, g = _vjp(q.bwn_ste)
+    np.testing.assert_allclose(out, np.abs(W6).mean() * np.where(W6 >= 0, 1.0, -1.0), rtol=1e-6)
+    np.testing.assert_array_equal(g, V6)
+    with pytest.raises(ValueError, match="alpha_gated"):
+        q.bwn_ste(jnp.ones(2), "gated")
+
+
+def test_dorefa_one_bit_tanh_backward_with_detached_max():
+    t = np.tanh(W6.astype(np.float64))
+    m = np.abs(t).max()                                        # tanh 2
+    out, g = _vjp(lambda w: q.dorefa_weight(w, 1, ste=True, detach_max=True, one_bit_backward="tanh"))
+    np.testing.assert_array_equal(out, np.where(W6 >= 0, 1.0, -1.0))
+    np.testing.assert_allclose(g, V6 * (1 - t ** 2) / m, rtol=1e-5)
+    # and times E = mean|w| with one_bit_scale
+    out, g = _vjp(lambda w: q.dorefa_weight(w, 1, scale=True, ste=True, detach_max=True,
+                                            one_bit_backward="tanh"))
+    np.testing.assert_allclose(g, V6 * np.abs(W6).mean() * (1 - t ** 2) / m, rtol=1e-5)
+
+
+def test_dorefa_one_bit_tanh_backward_through_the_max_when_not_detached():
+    # d/dw_j sum_i v_i tanh(w_i) / m, m = |tanh w_k| (k = argmax): the detached term plus,
+    # at k only, -sum_i v_i tanh(w_i) / m^2 * sign(w_k) (1 - tanh^2 w_k).
+    t = np.tanh(W6.astype(np.float64))
+    k = np.unravel_index(np.argmax(np.abs(t)), t.shape)
+    m = np.abs(t[k])
+    expected = V6 * (1 - t ** 2) / m
+    expected[k] -= np.sum(V6 * t) / m ** 2 * np.sign(W6[k]) * (1 - t[k] ** 2)
+    _, g = _vjp(lambda w: q.dorefa_weight(w, 1, ste=True, one_bit_backward="tanh"))
+    np.testing.assert_allclose(g, expected, rtol=1e-5)
+
+
+def test_dorefa_one_bit_default_backward_is_still_straight_through_sign():
+    _, g = _vjp(lambda w: q.dorefa_weight(w, 1, ste=True, detach_max=True))
+    np.testing.assert_array_equal(g, V6)
+    # k > 1 bits ignore one_bit_backward: the tanh rule either way
+    a = _vjp(lambda w: q.dorefa_weight(w, 2, ste=True, detach_max=True))
+    b = _vjp(lambda w: q.dorefa_weight(w, 2, ste=True, detach_max=True, one_bit_backward="tanh"))
+    np.testing.assert_array_equal(a[1], b[1])
+    with pytest.raises(ValueError, match="one_bit_backward must be one of identity, tanh"):
+        q.dorefa_weight(jnp.ones(2), 1, ste=True, one_bit_backward="sign")

@@ -4,14 +4,20 @@ Sources (config.dataset.name):
 - `digits`: scikit-learn's bundled 8x8 digits (the embedded default, no files),
   1437 train / 360 test after a fixed-seed shuffle, pixels 0..16 scaled to 0..255.
 - `fashion_mnist`: IDX files (plain or .gz) from config.dataset.data_dir, then
-  $JAXQUANT_DATA_DIR, then /usr/share/datasets/fashion-mnist (Debian package
-  dataset-fashion-mnist); else tensorflow-datasets.
-- `cifar10`, `cifar100`: tensorflow-datasets, as in-memory arrays.
+  $JAXQUANT_DATA_DIR, then ~/.cache/jaxquant/datasets (each as is or its
+  `fashion-mnist` / `fashion_mnist` subfolder; `python -m jaxquant.data.prepare
+  fashion_mnist` puts them there), then /usr/share/datasets/fashion-mnist (Debian
+  package dataset-fashion-mnist); else tensorflow-datasets.
+- `cifar10`, `cifar100`: the arrays `python -m jaxquant.data.prepare cifar10|cifar100`
+  writes (`<dir>/cifar10-npy`, searched in the same three places); else
+  tensorflow-datasets, as in-memory arrays.
 - `imagenet2012`: tensorflow-datasets, streamed (decoded per batch on the host:
   train = random resized crop of the full image to 224 + flip, torchvision's
   RandomResizedCrop; test = resize to 256 + center crop 224).
 - `image_folder:<path>`: `<path>/{train,test}/<class>/*.jpg|png|JPEG`.
-- `tiny_imagenet:<path>`: the official tiny-imagenet-200 layout (val = test).
+- `tiny_imagenet:<path>`: the official tiny-imagenet-200 layout (val = test);
+  `tiny_imagenet` alone: the `tiny-imagenet-200` folder that
+  `python -m jaxquant.data.prepare tiny_imagenet` extracts, in the same three places.
 
 Augmentation and normalisation (jittable) live in `jaxquant.data.augment`.
 File-based sources are decoded once and cached as .npy (see `cache.py`). A
@@ -44,7 +50,7 @@ _PATH_NAMES = ("image_folder", "tiny_imagenet")
 
 def names() -> list[str]:
     """Valid values of config.dataset.name (`<path>` stands for a directory)."""
-    return list(_NAMES) + [f"{n}:<path>" for n in _PATH_NAMES]
+    return list(_NAMES) + ["tiny_imagenet"] + [f"{n}:<path>" for n in _PATH_NAMES]
 
 
 def load(cfg) -> Dataset:
@@ -52,6 +58,12 @@ def load(cfg) -> Dataset:
     name = str(cfg.name)
     data_dir = os.path.expanduser(str(cfg.get("data_dir", "") or ""))
     kind, _, path = name.partition(":")
+    if kind == "tiny_imagenet" and not path:
+        from jaxquant.data import prepare  # not at the top: `python -m jaxquant.data.prepare` runs it
+        path = prepare.find_prepared("tiny_imagenet", data_dir)
+        if path is None:
+            raise DataError(prepare.not_prepared_message("tiny_imagenet", data_dir) + " Or name an "
+                            "extracted copy: --config.dataset.name=tiny_imagenet:/path/to/tiny-imagenet-200.")
     if kind in _PATH_NAMES and path:
         loader = _load_image_folder if kind == "image_folder" else _load_tiny_imagenet
         train, test, num_classes, class_names = loader(os.path.expanduser(path), data_dir)
@@ -136,8 +148,8 @@ def _load_digits(cfg, data_dir):
 
 
 def _load_fashion_mnist(cfg, data_dir):
-    from jaxquant.data import idx
-    candidates = [data_dir, os.environ.get("JAXQUANT_DATA_DIR", ""), FASHION_MNIST_SYSTEM_DIR]
+    from jaxquant.data import idx, prepare
+    candidates = prepare.data_dirs(data_dir) + [FASHION_MNIST_SYSTEM_DIR]
     candidates = [c for d in candidates if d
                   for c in (d, os.path.join(d, "fashion-mnist"), os.path.join(d, "fashion_mnist"))]
     directory = idx.find_idx_dir(candidates)
@@ -149,9 +161,11 @@ def _load_fashion_mnist(cfg, data_dir):
             looked = ", ".join(dict.fromkeys(candidates))
             raise DataError(f"fashion_mnist: no IDX files found (looked in {looked} for "
                             f"train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], "
-                            f"t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]; install them "
-                            f"with `apt-get install dataset-fashion-mnist` or set $JAXQUANT_DATA_DIR), "
-                            f"and tensorflow-datasets has no prepared copy: {e}") from e
+                            f"t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]). Download them "
+                            f"(30 MB, checksum-verified, no TensorFlow): {prepare.command('fashion_mnist', data_dir)}; "
+                            f"or `apt-get install dataset-fashion-mnist`, or set $JAXQUANT_DATA_DIR to "
+                            f"a folder that holds them. A copy prepared by tensorflow-datasets is read "
+                            f"too, but none was found: {e}") from e
     paths = idx.idx_paths(directory)
     files = [p for pair in paths.values() for p in pair]
     entry = cache.entry_dir(cache.cache_root(data_dir), "fashion_mnist", cache.fingerprint(files))
@@ -167,10 +181,18 @@ def _load_fashion_mnist(cfg, data_dir):
             Split(arrays["test_images"], arrays["test_labels"]), 10, idx.FASHION_MNIST_CLASSES)
 
 
-def _load_tfds_small(name):
+def _load_cifar(name):
+    """The arrays `prepare` wrote, else a tfds-prepared copy, else how to prepare it."""
     def load_fn(cfg, data_dir):
+        from jaxquant.data import prepare
+        folder = prepare.find_prepared(name, data_dir)
+        if folder is not None:
+            return prepare.read_arrays(name, folder)
         from jaxquant.data import tfds_source
-        return tfds_source.load_small(name, data_dir, cache.cache_root(data_dir))
+        try:
+            return tfds_source.load_small(name, data_dir, cache.cache_root(data_dir))
+        except DataError as e:
+            raise DataError(prepare.not_prepared_message(name, data_dir, str(e))) from e
     return load_fn
 
 
@@ -216,14 +238,21 @@ def _load_image_folder(root, data_dir):
 
 
 def _load_tiny_imagenet(root, data_dir):
-    from jaxquant.data import image_files
+    from jaxquant.data import image_files, prepare
+    if not os.path.exists(root):
+        parent, base = os.path.split(os.path.abspath(root))
+        where = (f"{prepare.command('tiny_imagenet', parent)} (it extracts the official archive "
+                 f"there)" if base == prepare.SOURCES["tiny_imagenet"].folder else
+                 f"{prepare.command('tiny_imagenet', '<DIR>')} and name <DIR>/tiny-imagenet-200")
+        raise DataError(f"tiny_imagenet dataset: {root} does not exist. Download it (248 MB, "
+                        f"checksum-verified) with {where}. Expected {image_files.TINY_IMAGENET_LAYOUT}.")
     return _load_files(root, data_dir, "tiny_imagenet", image_files.tiny_imagenet_files)
 
 
 _LOADERS = {
     "digits": _load_digits,
     "fashion_mnist": _load_fashion_mnist,
-    "cifar10": _load_tfds_small("cifar10"),
-    "cifar100": _load_tfds_small("cifar100"),
+    "cifar10": _load_cifar("cifar10"),
+    "cifar100": _load_cifar("cifar100"),
     "imagenet2012": _load_imagenet,
 }

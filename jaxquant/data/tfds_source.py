@@ -1,6 +1,9 @@
 """Datasets prepared by tensorflow-datasets, read with `tfds.data_source` (no TensorFlow).
 
-Preparing a dataset (download + conversion) needs TensorFlow and a network:
+For CIFAR, Fashion-MNIST and TinyImageNet, `python -m jaxquant.data.prepare NAME`
+needs neither TensorFlow nor tfds, and `jaxquant.data.load` reads its output first;
+this module serves copies already prepared by tfds, and ImageNet. Preparing with
+tfds (download + conversion) needs TensorFlow and a network:
 `pip install 'jaxquant[tfds]'` then
 `tfds build <name> --file_format=array_record [--data_dir DIR]`. Reading a
 prepared one only needs the `tensorflow_datasets` package: records are decoded
@@ -31,9 +34,10 @@ def _tfds():
 
 def _prepare_hint(name: str, data_dir: Optional[str]) -> str:
     where = f" --data_dir {data_dir}" if data_dir else ""
-    return (f"Prepare it once (needs TensorFlow and a network): pip install 'jaxquant[tfds]' && "
-            f"tfds build {name} --file_format=array_record{where}; or point config.dataset.data_dir "
-            f"(or $JAXQUANT_DATA_DIR / $TFDS_DATA_DIR) at the tfds data directory that holds it.")
+    return (f"To prepare it with tfds instead (needs TensorFlow and a network): pip install "
+            f"'jaxquant[tfds]' && tfds build {name} --file_format=array_record{where}; or point "
+            f"config.dataset.data_dir (or $JAXQUANT_DATA_DIR / $TFDS_DATA_DIR) at the tfds data "
+            f"directory that holds it.")
 
 
 def data_source(name: str, split: str, data_dir: Optional[str]):

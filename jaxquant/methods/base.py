@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxquant.config_keys import check_free_keys
+from jaxquant.methods import checks
 
 Params = Any
 Latent = Any
@@ -87,12 +88,18 @@ def default_loss(method: Method, apply_fn, latent, batch_stats, images, labels, 
 
 
 def as_mask_fn(mask: MaskLike) -> Callable[[Params], Params]:
-    """A params -> bool-pytree function from None (all leaves), a function, or a bool pytree."""
+    """A params -> bool-pytree function from None (all leaves), a function, or a bool pytree.
+
+    The mask it returns is checked against the params it is applied to: the same
+    structure (ValueError naming `mask` and the paths that differ) and Python bool
+    leaves (TypeError: an array or a string such as "no" is not a mask leaf).
+    """
     if mask is None:
         return lambda p: jax.tree.map(lambda _: True, p)
     if callable(mask):
-        return mask
-    return lambda p: mask
+        return lambda p: checks.mask_for(mask(p), p)
+    checks.mask_leaves(mask)  # now, not at the first step
+    return lambda p: checks.mask_for(mask, p)
 
 
 def masked_map(fn: Callable[[Array], Array], mask: Params, tree: Params) -> Params:
@@ -111,7 +118,8 @@ def split_by_mask(mask_fn: Callable[[Params], Params], quantized: optax.Gradient
 def identity_method(optimizer: optax.GradientTransformation) -> Method:
     """Full precision: latent = params, forward = project = identity."""
     ident = lambda p: p  # noqa: E731
-    return Method(init=ident, forward=lambda latent, step: latent, project=ident, tx=optimizer)
+    return Method(init=checks.float_params(ident), forward=lambda latent, step: latent,
+                  project=ident, tx=optimizer)
 
 
 class ScheduledStepState(NamedTuple):

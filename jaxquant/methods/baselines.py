@@ -21,6 +21,7 @@ import optax
 
 from jaxquant import quantizers as Q
 from jaxquant.errors import ConfigError
+from jaxquant.methods import checks
 from jaxquant.methods.base import (Context, MaskLike, Method, as_mask_fn, masked_map,
                                    method_options)
 
@@ -71,7 +72,7 @@ def _method(forward_q: Callable[[Array], Array], project_q: Callable[[Array], Ar
     """latent = params; forward/project apply forward_q/project_q to the masked leaves."""
     mask_fn = as_mask_fn(mask)
     return Method(
-        init=lambda params: params,
+        init=checks.float_params(lambda params: params),
         forward=lambda latent, step: masked_map(forward_q, mask_fn(latent), latent),
         project=lambda latent: masked_map(project_q, mask_fn(latent), latent),
         tx=tx)
@@ -101,12 +102,20 @@ def clip_latents(low: float = -1.0, high: float = 1.0) -> optax.GradientTransfor
     return optax.GradientTransformation(init, update)
 
 
+def _choice(value: str, valid: tuple, key: str) -> str:
+    if value not in valid:
+        raise ConfigError(f"unknown {key} {value!r}. Valid choices: {', '.join(valid)}.")
+    return value
+
+
 def ste(optimizer: optax.GradientTransformation, quantizer_name: str = "sign", *,
         mask: MaskLike = None, gated: bool = False, **quantizer_kwargs) -> Method:
     """Straight-through estimator over any quantizer (see `quantizer`).
 
     forward: Q(w) with gradient 1 (identity STE) or 1_{|w| <= 1} (`gated`, hard-tanh STE);
-    project: Q(w); tx: `optimizer` on every leaf.
+    project: Q(w); tx: `optimizer` on every leaf. MetaQuant's STE rules (alpha 1_{|w| <= 1}
+    for BWN, (1 - tanh² w) / max|tanh w| for 1-bit DoReFa) are the `bwn` method's `backward`
+    and the `dorefa` method's `one_bit_backward`.
     """
     q = quantizer(quantizer_name, **quantizer_kwargs)
     wrap = Q.gated_straight_through if gated else Q.straight_through
@@ -131,26 +140,39 @@ def binary_connect(optimizer: optax.GradientTransformation, *, mask: MaskLike = 
                      f"Valid variants: {', '.join(BC_VARIANTS)}.")
 
 
-def bwn(optimizer: optax.GradientTransformation, *, mask: MaskLike = None) -> Method:
-    """Binary-weight network: forward alpha sign(w), alpha = mean|w| per tensor, identity STE."""
-    return _method(Q.straight_through(Q.bwn), Q.bwn, optimizer, mask)
+def bwn(optimizer: optax.GradientTransformation, *, mask: MaskLike = None,
+        backward: str = "identity") -> Method:
+    """Binary-weight network: forward alpha sign(w), alpha = stop_grad(mean|w|) per tensor.
+
+    backward 'identity' (default): d/dw = 1, the identity STE over the whole quantizer.
+    backward 'alpha_gated': d/dw = alpha 1_{|w| <= 1}, the STE of MetaQuant's released code
+    (utils/quantize.py), which produced the BWN / STE cells of MetaQuant's Table 1: under
+    SGD its steps are ~alpha times the identity STE's (alpha ~ 1e-2 .. 1e-1 on a ResNet).
+    """
+    _choice(backward, Q.BWN_BACKWARDS, "config.method.backward")
+    fwd = lambda w: Q.bwn_ste(w, backward)  # noqa: E731
+    return _method(fwd, Q.bwn, optimizer, mask)
 
 
 def dorefa(optimizer: optax.GradientTransformation, weight_bits: int = 1, *,
            mask: MaskLike = None, one_bit_scale: bool = True,
-           detach_max: bool = False) -> Method:
+           detach_max: bool = False, one_bit_backward: str = "identity") -> Method:
     """DoReFa-Net weights (Zhou et al. 2016, METHODS.md §6).
 
     k > 1 bits: w_q = 2 q_k(tanh w / (2 max|tanh w|) + 1/2) - 1, with the STE through
     the rounding only (true gradient through tanh and the max; `detach_max` stops
-    it through the max, as MetaQuant does).
-    k = 1: w_q = E sign(w), E = stop_grad(mean|w|) (sign(w) without `one_bit_scale`),
-    identity STE through sign.
+    it through the max, as MetaQuant does: d w_q / dw = (1 - tanh² w) / max|tanh w|).
+    k = 1: w_q = E sign(w), E = stop_grad(mean|w|) (sign(w) without `one_bit_scale`), with
+    `one_bit_backward` 'identity' (default, DoReFa's rule: straight through sign, d/dw = 1)
+    or 'tanh' (MetaQuant's released utils/quantize.py, behind the dorefa / STE cells of its
+    Table 1: the k-bit rule kept at 1 bit, d/dw = (1 - tanh² w) / max|tanh w|, times E).
     Activations are a model switch (`config.model.act_bits`), not part of this method.
     """
     bits = Q.check_bits(weight_bits, "config.method.weight_bits")
+    _choice(one_bit_backward, Q.DOREFA_ONE_BIT_BACKWARDS, "config.method.one_bit_backward")
     scale = one_bit_scale and bits == 1
-    fwd = lambda w: Q.dorefa_weight(w, bits, scale=scale, ste=True, detach_max=detach_max)  # noqa: E731
+    fwd = lambda w: Q.dorefa_weight(w, bits, scale=scale, ste=True, detach_max=detach_max,  # noqa: E731
+                                    one_bit_backward=one_bit_backward)
     hard = lambda w: Q.dorefa_weight(w, bits, scale=scale)  # noqa: E731
     return _method(fwd, hard, optimizer, mask)
 
@@ -161,8 +183,8 @@ DEFAULTS = {
     "ste": dict(quantizer="sign", gated=False, bits=1, threshold=0.5, ratio=0.7, levels=3,
                 alpha=None, scale=False),
     "binary_connect": dict(variant="md_bnn"),
-    "bwn": {},
-    "dorefa": dict(weight_bits=1, one_bit_scale=True, detach_max=False),
+    "bwn": dict(backward="identity"),
+    "dorefa": dict(weight_bits=1, one_bit_scale=True, detach_max=False, one_bit_backward="identity"),
 }
 
 
@@ -176,6 +198,7 @@ def from_config(name: str, ctx: Context) -> Method:
     if name == "binary_connect":
         return binary_connect(ctx.optimizer, mask=ctx.mask, variant=get("variant"))
     if name == "bwn":
-        return bwn(ctx.optimizer, mask=ctx.mask)
+        return bwn(ctx.optimizer, mask=ctx.mask, backward=get("backward"))
     return dorefa(ctx.optimizer, get("weight_bits"), mask=ctx.mask,
-                  one_bit_scale=bool(get("one_bit_scale")), detach_max=bool(get("detach_max")))
+                  one_bit_scale=bool(get("one_bit_scale")), detach_max=bool(get("detach_max")),
+                  one_bit_backward=get("one_bit_backward"))

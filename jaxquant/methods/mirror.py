@@ -57,6 +57,7 @@ import optax
 
 from jaxquant import quantizers as Q
 from jaxquant.errors import ConfigError
+from jaxquant.methods import checks
 from jaxquant.methods.base import (Context, MaskLike, Method, as_mask_fn, masked_map,
                                    method_options, scheduled_step)
 
@@ -148,6 +149,7 @@ def mirror_step(kind: str, beta: optax.ScalarOrSchedule = 1.0) -> optax.Gradient
     Use as `optax.chain(optax.adam(1e-3), mirror_step('tanh', beta_schedule(1.01, 100, 1e35)))`;
     restrict it to some leaves with `optax.masked`. Needs `params` in `update`.
     """
+    checks.beta(beta, "mirror_step: beta")
     if kind not in MIRROR_MAPS:
         raise ValueError(f"mirror_step: unknown mirror map {kind!r}; valid: {', '.join(MIRROR_MAPS)}.")
     step_fn = tanh_dual_step if kind == "tanh" else softmax_dual_step
@@ -161,9 +163,7 @@ def level_values(d: int) -> Array:
 
     d = 2: (-1, 1); d = 3: (-1, 0, 1); d = 4: (-2, -1, 1, 2) (pmf's Q_l).
     """
-    if int(d) != d or d < 2:
-        raise ValueError(f"levels must be an integer >= 2 (config.method.levels), got {d!r}.")
-    d = int(d)
+    d = checks.levels(d)
     q = list(range(-(d // 2), d // 2 + 1))
     if d % 2 == 0:
         q.remove(0)
@@ -368,7 +368,7 @@ def _method(init_leaf: Callable[[Params], Params] | None, forward_leaf, project_
     def forward(latent, step):
         return masked_map(lambda x: forward_leaf(x, step), mask_fn(latent), latent)
 
-    return Method(init=init, forward=forward,
+    return Method(init=checks.float_params(init), forward=forward,
                   project=lambda latent: masked_map(project_leaf, mask_fn(latent), latent), tx=tx)
 
 
@@ -400,6 +400,7 @@ def md_tanh_s(optimizer: optax.GradientTransformation, beta: optax.ScalarOrSched
     then trains while every rounded weight is 0. PMF / md_softmax_s ternary do not
     have this problem.
     """
+    checks.beta(beta)
     n = _check_tanh_levels(levels, "md_tanh_s")
 
     def forward(y, step):
@@ -414,6 +415,7 @@ def gd_tanh(optimizer: optax.GradientTransformation, beta: optax.ScalarOrSchedul
     """GD-tanh baseline (AISTATS'21): as `md_tanh_s` with the true chain rule
     dL/dy = beta (1 - tanh^2(beta y)) dL/dx (ternary: through the shifted tanh).
     """
+    checks.beta(beta)
     n = _check_tanh_levels(levels, "gd_tanh")
     return _method(lambda w: w, lambda y, step: tanh_map(y, _beta_at(beta, step), n),
                    lambda y: tanh_round(y, n), optimizer, mask)
@@ -451,6 +453,7 @@ def md_softmax_s(optimizer: optax.GradientTransformation, beta: optax.ScalarOrSc
     """MD-softmax-S (AISTATS'21): logits ut (d, ...), forward sum_l softmax(beta_t ut)_l q_l with
     identity backward through the softmax (dL/dut := dL/du = q dL/dx), round q[argmax ut].
     """
+    checks.beta(beta)
     q = level_values(levels)
 
     def forward(ut, step):  # = expected_weight(Q.straight_through(simplex_softmax)(ut), q)
@@ -466,6 +469,7 @@ def pmf(optimizer: optax.GradientTransformation, beta: optax.ScalarOrSchedule, *
     """Proximal mean-field (ICCV'19): logits ut (d, ...), forward sum_l softmax(beta_t ut)_l q_l,
     backward g_ut = beta g_u (I - u u^T) (`pmf_softmax`), round q[argmax ut].
     """
+    checks.beta(beta)
     q = level_values(levels)
 
     def forward(ut, step):  # = expected_weight(pmf_softmax(ut, beta_t), q)

@@ -76,7 +76,8 @@ import optax
 from jaxquant import quantizers as Q
 from jaxquant.errors import ConfigError
 from jaxquant.masks import path_str
-from jaxquant.methods.base import (Context, LossAux, Method, cross_entropy, masked_map,
+from jaxquant.methods import checks
+from jaxquant.methods.base import (Context, LossAux, Method, as_mask_fn, cross_entropy, masked_map,
                                    method_options)
 
 Params = Any
@@ -208,6 +209,7 @@ def pdqat(optimizer: optax.GradientTransformation, bits: int, *, mask: Callable[
     updates or the number of steps per epoch for per-epoch ones.
     """
     bits = Q.check_bits(bits, "config.method.bits")
+    mask = as_mask_fn(mask)  # checks the mask against the params it is applied to
     if routing not in ROUTINGS:
         raise ConfigError(f"config.method.routing must be one of {', '.join(ROUTINGS)}; got {routing!r}.")
     if fp_weights not in FP_WEIGHTS:
@@ -298,7 +300,7 @@ def pdqat(optimizer: optax.GradientTransformation, bits: int, *, mask: Callable[
         return {"lambda_out": float(duals["out"]), "lambda_layers": layers,
                 "ranking": sorted(layers, key=lambda n: -layers[n])}
 
-    return Method(init=init, forward=forward, project=project, tx=tx, loss=loss,
+    return Method(init=checks.float_params(init), forward=forward, project=project, tx=tx, loss=loss,
                   final_state=final_state)
 
 

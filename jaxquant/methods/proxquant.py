@@ -37,6 +37,7 @@ import optax
 
 from jaxquant import quantizers as Q
 from jaxquant.errors import ConfigError
+from jaxquant.methods import checks
 from jaxquant.methods.base import (Context, MaskLike, Method, as_mask_fn, masked_map,
                                    method_options, num_steps_to_epoch, scheduled_step)
 from jaxquant.methods.baselines import binary_connect, clip_latents
@@ -249,7 +250,7 @@ def proxquant(optimizer: optax.GradientTransformation, learning_rate: optax.Scal
     strength = homotopy_strength(learning_rate, reg_rate, steps_per_epoch)
     eager = optax.chain(prox_quant(prox, strength), clip_latents(-1.0, 1.0))
     return Method(
-        init=lambda params: params,
+        init=checks.float_params(lambda params: params),
         forward=lambda latent, step: latent,
         project=lambda latent: masked_map(quantize, mask_fn(latent), latent),
         tx=optax.chain(optimizer, optax.masked(eager, mask_fn), *freeze))

@@ -16,14 +16,14 @@ import dataclasses
 import difflib
 import json
 import os
-import shutil
 import sys
 import time
 
 import jax
 import numpy as np
 
-from jaxquant import checkpoints, parallel, train
+from jaxquant import checkpoints, parallel, train, workdir as workdir_lib
+from jaxquant.config_check import validate
 from jaxquant.data import augment as augment_lib
 from jaxquant.errors import ConfigError
 from jaxquant.export import summary_table
@@ -55,28 +55,15 @@ def settings_from_config(config) -> Settings:
     return s
 
 
-def _finished_run(workdir: str, config) -> dict | None:
-    """The result of a finished run of this same config in `workdir`, if any.
-
-    Raises `WorkdirError` when the workdir holds another experiment.
-    """
-    path = os.path.join(workdir, "config.json")
-    if not os.path.isfile(path):
+def _finished_run(plan) -> dict | None:
+    """The result of a finished run of exactly this config in the planned workdir, if any."""
+    if plan.action == "replace" or plan.changes:
         return None
-    try:
-        with open(path) as f:
-            old = json.load(f)
-    except (OSError, ValueError):
-        old = None
-    if old != json.loads(config.to_json_best_effort()):
-        raise train.WorkdirError(
-            f"{workdir!r} holds a run with another config. Use another --workdir, or pass "
-            f"--overwrite to delete that run and start afresh.")
-    result = os.path.join(workdir, "result.json")
-    if os.path.isfile(result) and os.path.isdir(os.path.join(workdir, checkpoints.CHECKPOINT_DIR)):
+    result = os.path.join(plan.path, "result.json")
+    if os.path.isfile(result) and os.path.isdir(os.path.join(plan.path, checkpoints.CHECKPOINT_DIR)):
         with open(result) as f:
             return json.load(f)
-    return None  # an unfinished run: L-DNQ is not resumable, it starts again
+    return None  # new, or unfinished: L-DNQ is not resumable, it starts again
 
 
 def _subset(split, fraction: float, seed: int) -> np.ndarray:
@@ -94,27 +81,30 @@ def _progress(total: int):
 
 
 def run(config, workdir: str, overwrite: bool = False, log=print) -> dict:
-    """Quantize `config.init_checkpoint`'s network with L-DNQ into the run `workdir`."""
-    if overwrite and os.path.isdir(workdir):
-        shutil.rmtree(workdir)
+    """Quantize `config.init_checkpoint`'s network with L-DNQ into the run `workdir`
+    (workdir rules of `jaxquant.workdir`; an unfinished run starts again)."""
     settings = settings_from_config(config)
     if not config.init_checkpoint:
         raise ConfigError(
             "L-DNQ quantizes a trained network: set config.init_checkpoint to the workdir of a "
             "full-precision run of the same model (e.g. runs/fp_cifar10_resnet20, trained with "
             "configs/fp_cifar10_resnet20.py).")
-    done = _finished_run(workdir, config)
+    validate(config)
+    plan = workdir_lib.plan(workdir, config, overwrite=overwrite, resumable=False)
+    done = _finished_run(plan)
     if done is not None:
         log(f"{workdir} already holds this finished L-DNQ run; pass --overwrite to redo it.")
         return done
     t0 = time.time()
-    exp = train.build_experiment(config)  # validates; loads data, model and the FP weights
-    ds = exp.dataset
+    exp = train.build_experiment(config)  # loads data, model and the FP weights
     main_process = parallel.is_main_process()
-    if main_process:
-        os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
+    with workdir_lib.claimed(plan, main_process=main_process, log=log):
+        return _quantize(exp, settings, workdir, t0, log)
+
+
+def _quantize(exp, settings, workdir: str, t0: float, log) -> dict:
+    config, ds = exp.config, exp.dataset
+    main_process = parallel.is_main_process()
     eval_batch = train.make_eval_fn(exp)
     fp = train.evaluate(exp, eval_batch, exp.params, exp.batch_stats, ds.test)
     images = _subset(ds.train, float(settings.data_fraction), int(config.seed))
