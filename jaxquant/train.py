@@ -564,8 +564,7 @@ def _train(exp: Experiment, plan, workdir: str, stop_after_steps, log, started, 
         if score > meta["best_val_accuracy"]:
             meta.update(best_val_accuracy=score, test_at_best_val=out["test_accuracy"], best_step=step)
             with _timed(timing, "checkpoint_s"):
-                best_ckpt.save(step, _snapshot(dict(params=weights, batch_stats=state["batch_stats"])),
-                               dict(meta))
+                best_ckpt.save(step, dict(params=weights, batch_stats=state["batch_stats"]), dict(meta))
         return out
 
     def save(step):
