@@ -10,6 +10,12 @@ Weights: torchvision's resnet18 IMAGENET1K_V1 (the checkpoint the L-DNQ README
 starts from), converted once with
     python -m jaxquant.convert --from resnet18.pth --model resnet18 --out runs/torchvision_resnet18
 (`.safetensors` works without torch; see jaxquant/convert.py).
+
+As the official code ran it (`jaxquant.ptq.ldnq.official_code`): its permuted, "SAME"-padded
+H (`ldnq.hessian_order='official'`; here the 7x7/2 stem and the 3x3/2 convs are padded
+differently from the layers themselves), the fc bias retrained in the last cascade step
+(`ldnq.cascade_own_bias=True`), H from 202 images per layer. The consistent H:
+--config.ldnq.hessian_order=consistent.
 """
 from jaxquant.ptq.ldnq import imagenet_config
 

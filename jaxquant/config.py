@@ -20,6 +20,7 @@ def base_config() -> ml_collections.ConfigDict:
         data_dir="",      # '' = $JAXQUANT_DATA_DIR or the source's default location
         validation=0,     # examples carved from the end of train as a validation split
         augment="",       # '' = the dataset's default; 'none' | 'crop_flip' | 'resized_crop_flip'
+        normalization="",  # '' = the dataset's own mean/std; 'imagenet' | 'cifar': that published pair
         image_size=224,   # imagenet2012: crop size (test: resize to image_size / 0.875, center crop)
     ))
     c.model = ml_collections.ConfigDict(dict(

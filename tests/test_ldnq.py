@@ -1,4 +1,5 @@
 """L-DNQ: projection, Hessian, ADMM, and the post-training run from a full-precision model."""
+import importlib
 import json
 import os
 import subprocess
@@ -14,8 +15,8 @@ from hypothesis import given, settings, strategies as st
 from conftest import REPO, load_config
 from jaxquant import quantizers
 from jaxquant.errors import ConfigError, UserError
-from jaxquant.ptq.ldnq import (admm, capture_input, find_layers, hessian, kernel_matrix, layer_rows,
-                               matrix_kernel, objective, project, quantizable_layers)
+from jaxquant.ptq.ldnq import (LayerSpec, admm, capture_input, find_layers, hessian, kernel_matrix,
+                               layer_rows, matrix_kernel, objective, project, quantizable_layers)
 
 
 # ---------------------------------------------------------------- projection
@@ -126,6 +127,154 @@ def test_kernel_matrix_round_trips_conv_and_dense_kernels():
     np.testing.assert_array_equal(b2, b)
     d = jax.random.normal(jax.random.PRNGKey(1), (6, 3))
     np.testing.assert_array_equal(matrix_kernel(kernel_matrix(d), d.shape, False)[0], d)
+
+
+# ---------------------------------------------------------------- the official code's H
+
+def _conv_net(kernel, padding, strides=(1, 1), bias=False):
+    class Net(nn.Module):  # one conv, its outputs flattened: the logits
+        @nn.compact
+        def __call__(self, x, train):
+            y = nn.Conv(kernel.shape[-1], kernel.shape[:2], strides=strides, padding=padding,
+                        use_bias=bias, name="c")(x)
+            return y.reshape(y.shape[0], -1)
+    return Net()
+
+
+def _hand_patches(x, k, stride, pads, order):
+    """Every k x k patch of x [N, H, W, C] (numpy loops), padded (top/left, bottom/right),
+    features in (c, i, j) order ('consistent') or (i, j, c) order (TF's, 'official')."""
+    n, hh, ww, c = x.shape
+    lo, hi = pads
+    xp = np.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)))
+    rows = []
+    for b in range(n):
+        for i in range(0, hh + lo + hi - k + 1, stride):
+            for j in range(0, ww + lo + hi - k + 1, stride):
+                if order == "consistent":
+                    rows.append([xp[b, i + di, j + dj, ch] for ch in range(c) for di in range(k)
+                                 for dj in range(k)])
+                else:
+                    rows.append([xp[b, i + di, j + dj, ch] for di in range(k) for dj in range(k)
+                                 for ch in range(c)])
+    return np.array(rows, np.float64)
+
+
+@pytest.mark.parametrize("order", ["consistent", "official"])
+def test_admm_gets_the_hand_built_hessian_of_each_patch_order(order, monkeypatch):
+    # A 2x2-kernel, 2-channel, 3-output conv (no padding of its own) on two 3x3 images.
+    # consistent: 2x2 = 4 patches per image, features (c, i, j) as the kernel rows (C, kh, kw).
+    # official (the code's extract_image_patches, padding "SAME"): 3x3 = 9 patches per image
+    # (one zero row / column below and right), features (i, j, c), against the same (C, kh, kw)
+    # kernel rows: the code's unfold_kernel, kernel[o] = [C, kh, kw] flattened.
+    L = importlib.import_module("jaxquant.ptq.ldnq")  # the module (the package exports the function)
+    rng = np.random.RandomState(0)
+    x = rng.randn(2, 3, 3, 2).astype(np.float32)
+    kernel = rng.randn(2, 2, 2, 3).astype(np.float32)  # Flax [kh, kw, C, O]
+    net = _conv_net(kernel, "VALID")
+    params = {"c": {"kernel": jnp.asarray(kernel)}}
+    pads = (0, 0) if order == "consistent" else (0, 1)
+    rows = _hand_patches(x.astype(np.float64), 2, 1, pads, order)
+    assert len(rows) == (8 if order == "consistent" else 18)
+    h_hand = rows.T @ rows / len(rows)
+    theta_hand = np.stack([kernel[:, :, :, o].transpose(2, 0, 1).reshape(-1) for o in range(3)], 1)
+    seen = []
+
+    def recording_admm(h, theta0, *args, **kw):
+        seen.append((np.asarray(h), np.asarray(theta0)))
+        return admm(h, theta0, *args, **kw)
+
+    monkeypatch.setattr(L, "admm", recording_admm)
+    out = L.ldnq(net, params, {}, jnp.asarray(x), {"c": {"kernel": True}},
+                 settings=L.Settings(cascade=False, hessian_order=order), log=lambda *_: None)
+    (h, theta0), = seen
+    np.testing.assert_allclose(h, h_hand, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(theta0, theta_hand)
+    if order == "official":  # a permuted H: not the consistent one of the same padded patches
+        same = _hand_patches(x.astype(np.float64), 2, 1, pads, "consistent")
+        assert not np.allclose(h, same.T @ same / len(same), atol=1e-3)
+    res = admm(jnp.asarray(h_hand, jnp.float32), jnp.asarray(theta_hand), 3)  # folded back
+    want = np.asarray(res.theta).reshape(2, 2, 2, 3).transpose(1, 2, 0, 3)   # [C,kh,kw,O] -> Flax
+    np.testing.assert_allclose(out.params["c"]["kernel"], want, rtol=1e-5, atol=1e-6)
+
+
+def test_official_patches_of_a_stride_two_conv_are_padded_tf_same():
+    # 3x3 stride-2 conv on a 4x4 image, layer padding 1 on every side (PyTorch's): its
+    # windows start at rows/cols -1 and 1. TF "SAME": out 2, total padding
+    # (2 - 1) * 2 + 3 - 4 = 1, all of it below / right, so windows start at 0 and 2.
+    x = np.arange(16, dtype=np.float32).reshape(1, 4, 4, 1) + 1
+    spec = LayerSpec(("c",), "conv", (3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1), (1, 1))
+    ours = np.asarray(layer_rows(jnp.asarray(x), spec))
+    official = np.asarray(layer_rows(jnp.asarray(x), spec, "official"))
+    np.testing.assert_array_equal(ours, _hand_patches(x, 3, 2, (1, 1), "consistent"))
+    np.testing.assert_array_equal(official, _hand_patches(x, 3, 2, (0, 1), "official"))
+    np.testing.assert_array_equal(official[0], [1, 2, 3, 5, 6, 7, 9, 10, 11])  # rows 0-2, cols 0-2
+    np.testing.assert_array_equal(ours[0], [0, 0, 0, 0, 1, 2, 0, 5, 6])      # rows -1..1
+    with pytest.raises(UserError, match="config.ldnq.hessian_order"):
+        layer_rows(jnp.asarray(x), spec, "tf")
+
+
+def test_hessian_images_draws_that_many_images_for_each_layer(monkeypatch):
+    # hessian_images=2 of 4 (the code: 202 of 500, drawn afresh per layer): H is the mean
+    # y yᵀ of one pair of the images (with the bias column), whichever pair was drawn.
+    import itertools
+    L = importlib.import_module("jaxquant.ptq.ldnq")
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x, train):
+            return nn.Dense(2, name="head")(x)
+
+    x = np.random.RandomState(2).randn(4, 3).astype(np.float32)
+    params = {"head": {"kernel": jnp.ones((3, 2)), "bias": jnp.zeros(2)}}
+    seen = []
+
+    def recording_admm(h, *args, **kw):
+        seen.append(np.asarray(h))
+        return admm(h, *args, **kw)
+
+    monkeypatch.setattr(L, "admm", recording_admm)
+    L.ldnq(Net(), params, {}, jnp.asarray(x), {"head": {"kernel": True, "bias": True}},
+           settings=L.Settings(cascade=False, hessian_images=2), log=lambda *_: None)
+    y = np.concatenate([x, np.ones((4, 1), np.float32)], axis=1).astype(np.float64)
+    pairs = [y[list(p)].T @ y[list(p)] / 2 for p in itertools.combinations(range(4), 2)]
+    assert sum(np.allclose(seen[0], h, rtol=1e-5, atol=1e-6) for h in pairs) == 1
+    assert not np.allclose(seen[0], y.T @ y / 4, atol=1e-3)
+
+
+def test_cascade_own_bias_retrains_the_quantized_fc_bias_by_one_hand_sgd_step():
+    # Dense 3 -> 2 with its bias quantized jointly; the cascade stops after exactly one step
+    # (patience 1, checked every batch, one batch of all 5 images). With cascade_own_bias the
+    # bias takes that SGD step on mean((x W + b - x W0 - b0)^2); without, nothing trains.
+    import optax
+    L = importlib.import_module("jaxquant.ptq.ldnq")  # the module (the package exports the function)
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x, train):
+            return nn.Dense(2, name="head")(x)
+
+    rng = np.random.RandomState(1)
+    x = rng.randn(5, 3).astype(np.float32)
+    w0, b0 = rng.randn(3, 2).astype(np.float32), rng.randn(2).astype(np.float32)
+    params = {"head": {"kernel": jnp.asarray(w0), "bias": jnp.asarray(b0)}}
+    mask = {"head": {"kernel": True, "bias": True}}
+    lr = 0.1
+    out = {}
+    for own in (False, True):
+        settings_ = L.Settings(batch_size=5, cascade_check_every=1, cascade_patience=1,
+                               cascade_own_bias=own)
+        out[own] = L.ldnq(Net(), params, {}, jnp.asarray(x), mask, settings=settings_,
+                          tx=optax.sgd(lr), log=lambda *_: None)
+        assert out[own].steps == 1
+    w_q, b_q = (np.asarray(out[False].params["head"][k], np.float64) for k in ("kernel", "bias"))
+    alpha = np.abs(np.concatenate([w_q.ravel(), b_q])).max()
+    assert set(np.round(np.concatenate([w_q.ravel(), b_q]) / alpha, 6)) <= {-1.0, 0.0, 1.0}
+    residual = x @ w_q + b_q - (x @ w0 + b0)          # [5, 2]
+    grad_b = 2.0 * residual.sum(0) / residual.size    # d/db of the mean over 5 x 2 entries
+    np.testing.assert_array_equal(out[True].params["head"]["kernel"], w_q)
+    np.testing.assert_allclose(out[True].params["head"]["bias"], b_q - lr * grad_b, rtol=1e-5)
+    assert not np.allclose(out[True].params["head"]["bias"], b_q)
 
 
 # ---------------------------------------------------------------- ADMM
@@ -306,6 +455,10 @@ def test_misspelt_ldnq_key_and_missing_checkpoint_are_config_errors(tmp_path):
     c.init_checkpoint = ""
     with pytest.raises(ConfigError, match="init_checkpoint"):
         runner.run(c, str(tmp_path / "b"))
+    c = load_config("ldnq_digits")
+    c.ldnq.hessian_order = "tf"
+    with pytest.raises(ConfigError, match="config.ldnq.hessian_order.*consistent, official"):
+        runner.run(c, str(tmp_path / "c"))
 
 
 def test_a_mask_selecting_batchnorm_is_refused():
@@ -325,8 +478,20 @@ def test_a_mask_selecting_batchnorm_is_refused():
 
 def test_ldnq_configs_load_and_validate():
     from jaxquant.config_check import validate
-    for name in ("ldnq_digits", "ldnq_fashion_mnist", "ldnq_cifar10_resnet20",
-                 "ldnq_cifar10_resnet32", "ldnq_cifar10_resnet56", "ldnq_imagenet_resnet18"):
+    from jaxquant.ptq.runner import settings_from_config
+    tables = ("ldnq_cifar10_resnet20", "ldnq_cifar10_resnet32", "ldnq_cifar10_resnet56",
+              "ldnq_imagenet_resnet18", "ldnq_imagenet_resnet34", "ldnq_imagenet_resnet50")
+    for name in ("ldnq_digits", "ldnq_fashion_mnist") + tables:
         c = load_config(name)
         validate(c)
+        s = settings_from_config(c)
         assert c.method.name == "ldnq" and c.init_checkpoint
+        # paper tables run what the official code ran; the CPU configs the consistent algorithm
+        official = name in tables
+        assert s.hessian_order == ("official" if official else "consistent"), name
+        assert s.cascade_own_bias is official and s.hessian_images == (202 if official else 0), name
+    with open(os.path.join(REPO, "launch", "ldnq.sh")) as f:
+        fp_rows = [line for line in f if line.lstrip().startswith('row "fp_')]
+    assert len(fp_rows) == 1 and fp_rows[0].rstrip().endswith("\\")  # continued on the next line
+    with open(os.path.join(REPO, "launch", "ldnq.sh")) as f:
+        assert "--config.optimizer.weight_decay=5e-4" in f.read()  # the code's warm start

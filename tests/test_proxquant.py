@@ -285,3 +285,118 @@ def test_proxquant_binary_digits_reaches_95_percent(tmp_path):
     result = train.train_and_evaluate(load_config("proxquant_binary_digits"), str(tmp_path),
                                       log=lambda *_: None)
     assert result["test_accuracy"] >= 0.95
+
+
+# --- the table configs run the official code --------------------------------------------
+
+TABLE_CELLS = [f"proxquant_{v}_cifar10_resnet{d}" for v in ("binary", "ternary", "bc")
+               for d in (20, 32, 44, 56)]
+
+
+def test_every_table_cell_rebuilds_adam_each_epoch_on_imagenet_normalised_cifar():
+    import os
+    from conftest import REPO
+    for name in TABLE_CELLS:
+        c = load_config(name)
+        assert c.method.reset_optimizer_every_epoch is True, name
+        assert c.dataset.normalization == "imagenet", name
+        assert c.method.by_row is False, name  # the code's per-tensor multi-bit default
+    assert PQ.DEFAULTS["proxquant"]["reset_optimizer_every_epoch"] is False  # the paper's Adam
+    assert load_config("proxquant_ternary_cifar10_resnet20").train.batch_size == 256
+    bc = load_config("proxquant_bc_cifar10_resnet20")
+    assert (bc.schedule.kind, bc.schedule.unit, bc.schedule.factor) == ("piecewise", "epoch", 0.1)
+    # the warm starts the cells load are trained on the same normalisation
+    with open(os.path.join(REPO, "launch", "proxquant.sh")) as f:
+        fp_rows = [line for line in f if line.startswith("row fp_")]
+    assert len(fp_rows) == 4 and all("--config.dataset.normalization=imagenet" in r for r in fp_rows)
+
+
+def _numpy_adam(grads, lr, reset_every=0, b1=0.9, b2=0.999, eps=1e-8):
+    """Adam's steps by its formula (optax's eps placement); state rebuilt every `reset_every`."""
+    m = v = 0.0
+    k, steps = 0, []
+    for t, g in enumerate(grads):
+        if reset_every and t > 0 and t % reset_every == 0:
+            m = v = 0.0
+            k = 0
+        k += 1
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        steps.append(-lr * (m / (1 - b1 ** k)) / (np.sqrt(v / (1 - b2 ** k)) + eps))
+    return np.array(steps)
+
+
+@pytest.mark.parametrize("name, prox_shift", [
+    ("proxquant_binary_cifar10_resnet20", 1e-2 * 1e-4 * 1),  # s = lr * reg_rate * epoch 1
+    ("proxquant_ternary_cifar10_resnet20", 0.0),  # TWN(+-t) = +-t: the prox leaves it
+    ("proxquant_bc_cifar10_resnet20", 0.0),       # lazy: no prox on the latent
+])
+def test_first_step_of_an_epoch_moves_a_latent_by_about_lr(name, prox_shift):
+    # Three steps of gradient +1 (epoch 0, 3 steps per epoch), then a tiny reversed gradient
+    # -1e-4 at the first step of epoch 1. A rebuilt Adam has m_hat = g, v_hat = g^2 there, so
+    # the latent moves by lr * 1e-4 / (1e-4 + 1e-8) ~ +lr; plain Adam's momentum keeps going down.
+    lr = 1e-2
+    grads = [1.0, 1.0, 1.0, -1e-4]
+    for reset in (True, False):
+        config = load_config(name)
+        config.method.reset_optimizer_every_epoch = reset
+        ctx = Context(config=config, optimizer=optax.adam(lr), learning_rate=lambda t: lr,
+                      mask=KERNEL_ONLY, steps_per_epoch=3)
+        m = methods.build("proxquant", ctx)
+        latent = m.init({"dense": {"kernel": jnp.array([[0.5, -0.5]]), "bias": jnp.zeros(2)}})
+        state = m.tx.init(latent)
+        seen = []
+        for g in grads:
+            gk = jnp.array([[g, -g]])
+            upd, state = m.tx.update({"dense": {"kernel": gk, "bias": jnp.zeros(2)}}, state, latent)
+            latent = optax.apply_updates(latent, upd)
+            seen.append(float(latent["dense"]["kernel"][0, 0]))
+        steps = _numpy_adam(grads, lr, reset_every=3 if reset else 0)
+        expected = 0.5 + np.cumsum(steps)
+        expected[3] += prox_shift
+        np.testing.assert_allclose(seen, expected, rtol=0, atol=3e-7)  # float32 Adam
+        np.testing.assert_allclose(float(latent["dense"]["kernel"][0, 1]), -expected[3], atol=3e-7)
+        if reset:
+            np.testing.assert_allclose(steps[3], lr * 1e-4 / (1e-4 + 1e-8), rtol=1e-6)
+        else:
+            assert steps[3] < -0.5 * lr  # without the rebuild the step keeps its direction
+
+
+def _write_images(root, colours):
+    from PIL import Image
+    for split in ("train", "test"):
+        for i, colour in enumerate(colours):
+            d = root / split / f"class{i}"
+            d.mkdir(parents=True)
+            for j in range(2):
+                Image.new("RGB", (4, 4), colour).save(d / f"{j}.png")
+
+
+def test_imagenet_normalization_option_values(tmp_path):
+    from jaxquant import data
+    from jaxquant.data.augment import normalize
+    _write_images(tmp_path / "imgs", [(255, 0, 0), (0, 255, 102)])
+
+    def load(normalization):
+        cfg = ml_collections.ConfigDict(dict(name=f"image_folder:{tmp_path / 'imgs'}", validation=0,
+                                             augment="", data_dir=str(tmp_path / "cache"),
+                                             normalization=normalization))
+        return data.load(cfg)
+
+    own = load("")  # the dataset's own statistics: R, G in {0, 1}; B in {0, 0.4}
+    np.testing.assert_allclose(own.mean, [0.5, 0.5, 0.2], atol=1e-6)
+    np.testing.assert_allclose(own.std, [0.5, 0.5, 0.2], atol=1e-6)
+    ds = load("imagenet")
+    np.testing.assert_allclose(ds.mean, [0.485, 0.456, 0.406])
+    np.testing.assert_allclose(ds.std, [0.229, 0.224, 0.225])
+    red = normalize(jnp.array([[[[255, 0, 0]]]], jnp.uint8), ds.mean, ds.std)
+    np.testing.assert_allclose(red[0, 0, 0], [(1 - 0.485) / 0.229, -0.456 / 0.224, -0.406 / 0.225],
+                               rtol=1e-6)
+    cifar = load("cifar")
+    np.testing.assert_allclose(cifar.mean, [0.4914, 0.4822, 0.4465])
+    with pytest.raises(data.DataError, match=r"config.dataset.normalization.*imagenet, cifar"):
+        load("imagnet")
+    digits = ml_collections.ConfigDict(dict(name="digits", validation=0, augment="", data_dir="",
+                                            normalization="imagenet"))
+    with pytest.raises(data.DataError, match=r"normalization='imagenet'.*1 channel"):
+        data.load(digits)

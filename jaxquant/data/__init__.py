@@ -23,7 +23,9 @@ Augmentation and normalisation (jittable) live in `jaxquant.data.augment`.
 File-based sources are decoded once and cached as .npy (see `cache.py`). A
 validation split, if asked for, is the last `config.dataset.validation`
 examples of train. `mean`/`std` are CIFAR's / ImageNet's published values for
-those datasets and TinyImageNet, else computed from the (remaining) train split.
+those datasets and TinyImageNet, else computed from the (remaining) train split;
+`config.dataset.normalization` ('imagenet' | 'cifar') imposes one of the published
+pairs on any 3-channel dataset (ProxQuant's code normalises CIFAR-10 with ImageNet's).
 """
 from __future__ import annotations
 
@@ -43,6 +45,8 @@ FASHION_MNIST_SYSTEM_DIR = "/usr/share/datasets/fashion-mnist"
 DIGITS_TEST_SIZE = 360
 DIGITS_SEED = 0
 IMAGENET_SIZE = 224
+
+NORMALIZATIONS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "cifar": (CIFAR_MEAN, CIFAR_STD)}
 
 _NAMES = ("digits", "fashion_mnist", "cifar10", "cifar100", "imagenet2012")
 _PATH_NAMES = ("image_folder", "tiny_imagenet")
@@ -75,7 +79,7 @@ def load(cfg) -> Dataset:
                         f"{', '.join(names())}.")
     train, validation = carve_validation(train, cfg.get("validation", 0), name)
     image_shape = tuple(int(d) for d in train.images.shape[1:]) if train.in_memory else train.image_shape
-    mean, std = _stats(kind, train)
+    mean, std = _stats(kind, train, str(cfg.get("normalization", "") or ""), image_shape)
     train, augment = _host_augmentation(train, _augment_kind(cfg, kind, image_shape))
     return Dataset(train=train, validation=validation, test=test, num_classes=int(num_classes),
                    image_shape=image_shape, mean=mean, std=std,
@@ -93,7 +97,19 @@ def _host_augmentation(train, augment: str):
     return train.without_augmentation(), augment
 
 
-def _stats(kind: str, train) -> tuple[tuple, tuple]:
+def _stats(kind: str, train, normalization: str = "", image_shape: tuple = ()) -> tuple[tuple, tuple]:
+    """Per-channel (mean, std) on the [0, 1] scale: `normalization`'s published pair if
+    given ('imagenet' | 'cifar'), else the dataset's own statistics."""
+    if normalization:
+        if normalization not in NORMALIZATIONS:
+            raise DataError(f"unknown normalization {normalization!r} (config.dataset.normalization). "
+                            f"Valid: {', '.join(NORMALIZATIONS)}, or '' for the dataset's own "
+                            f"statistics.")
+        if image_shape and image_shape[-1] != 3:
+            raise DataError(f"config.dataset.normalization={normalization!r} gives 3-channel statistics "
+                            f"but the images have {image_shape[-1]} channel(s); use '' (the dataset's "
+                            f"own statistics).")
+        return NORMALIZATIONS[normalization]
     if kind in ("cifar10", "cifar100"):
         return CIFAR_MEAN, CIFAR_STD
     if kind in ("tiny_imagenet", "imagenet2012"):

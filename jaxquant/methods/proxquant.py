@@ -19,9 +19,13 @@ Notebook use, on any params pytree::
 
 or the whole method (prox + clip + freeze): `jq.proxquant(optax.adam(1e-2), 1e-2, steps_per_epoch)`.
 
-Paper vs code: the official code rebuilds its optimizer (and so resets Adam's moments)
-at every epoch; the paper describes plain Adam, which is the default here
-(`reset_optimizer_every_epoch=True` reproduces the code). The code's `freeze_epoch=1`
+Paper vs code: the official code rebuilds its optimizer at every epoch
+(`utils.adjust_optimizer`: Adam's moments and bias correction restart, so the first step
+of each epoch moves every latent with a non-zero gradient by ~lr); the paper describes
+plain Adam, which is the default here. `reset_optimizer_every_epoch=True` reproduces the
+code, and the paper-table configs (configs/proxquant_cifar10.py) set it, with the code's
+ImageNet normalisation of CIFAR and its per-tensor multi-bit default (`by_row=False`;
+docs/fidelity.md#proxquant). The code's `freeze_epoch=1`
 special case (freeze before any training) is not reproduced: here freeze_epoch = E
 trains E epochs with the prox, and 0 means never freeze. kind='multibit' follows the
 code's 'mean' prox (one alternating quantization per step; used in the paper for LSTMs,

@@ -29,7 +29,7 @@ from jaxquant.errors import ConfigError
 from jaxquant.export import summary_table
 from jaxquant.masks import param_paths
 from jaxquant.optim import make_optimizer
-from jaxquant.ptq.ldnq import Settings, ldnq
+from jaxquant.ptq.ldnq import HESSIAN_ORDERS, Settings, ldnq
 
 
 def settings_from_config(config) -> Settings:
@@ -45,6 +45,15 @@ def settings_from_config(config) -> Settings:
     s = Settings(**section)
     if s.levels not in (3, 5, 7, 9, 11):
         raise ConfigError(f"config.ldnq.levels must be 3, 5, 7, 9 or 11, got {s.levels!r}.")
+    if s.hessian_order not in HESSIAN_ORDERS:
+        raise ConfigError(f"config.ldnq.hessian_order must be one of {', '.join(HESSIAN_ORDERS)}, "
+                          f"got {s.hessian_order!r}.")
+    if not isinstance(s.cascade_own_bias, bool):
+        raise ConfigError(f"config.ldnq.cascade_own_bias must be True or False, "
+                          f"got {s.cascade_own_bias!r}.")
+    if int(s.hessian_images) < 0:
+        raise ConfigError(f"config.ldnq.hessian_images must be >= 0 (0 = every image of the "
+                          f"subset), got {s.hessian_images!r}.")
     if not 0 < float(s.data_fraction) <= 1:
         raise ConfigError(f"config.ldnq.data_fraction must be in (0, 1], got {s.data_fraction!r}.")
     for name in ("batch_size", "admm_patience", "projection_iterations", "cascade_check_every",
