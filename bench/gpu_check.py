@@ -320,8 +320,8 @@ def md_data(d, machine) -> str:
         f"| share of the step spent on data | {100 * d['data_share_of_step']:.1f}% |", ""])
 
 
-def md_train(rows, machine) -> str:
-    lines = ["# Short CIFAR-10 training, ResNet-20 (Adam 1e-3 cosine, batch 128)", "",
+def md_train(rows, machine, batch: int) -> str:
+    lines = [f"# Short CIFAR-10 training, ResNet-20 (Adam 1e-3 cosine, batch {batch})", "",
              f"Machine: {machine}. Test accuracy of the hard-quantized network after each epoch.", "",
              "| method | epochs | seconds | final test acc. | per epoch |", "|---|---|---|---|---|"]
     for r in rows:
@@ -374,7 +374,7 @@ def main(argv=None):
     step_ms = max((r["step_ms"] for r in r20), default=None)
     trained = short_training(args, folder, scratch, clock, step_ms, log)
     save(args, "train", dict(args=vars(args), machine=common.machine(), rows=trained),
-         md_train(trained, machine))
+         md_train(trained, machine, args.batch))
     print(f"gpu_check: done in {time.perf_counter() - t0:.0f} s", flush=True)
 
 
