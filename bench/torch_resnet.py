@@ -72,13 +72,14 @@ class CifarResNet(nn.Module):
 def crop_flip(images: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
     """Per-image pad-4 random crop and horizontal flip of uint8 NHWC images -> NHWC."""
     n, h, w, _ = images.shape
+    dev = images.device
     padded = F.pad(images, (0, 0, pad, pad, pad, pad))
-    oy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    ox = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    rows = (oy[:, None] + torch.arange(h))[:, :, None]
-    cols = (ox[:, None] + torch.arange(w))[:, None, :]
-    out = padded[torch.arange(n)[:, None, None], rows, cols]
-    flip = torch.rand(n, generator=generator) < 0.5
+    oy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=dev)
+    ox = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=dev)
+    rows = (oy[:, None] + torch.arange(h, device=dev))[:, :, None]
+    cols = (ox[:, None] + torch.arange(w, device=dev))[:, None, :]
+    out = padded[torch.arange(n, device=dev)[:, None, None], rows, cols]
+    flip = torch.rand(n, generator=generator, device=dev) < 0.5
     return torch.where(flip[:, None, None, None], out.flip(2), out)
 
 
@@ -91,17 +92,20 @@ MODELS = {  # name -> constructor; the names of bench/common.py MODELS
 class TorchStep:
     """One training step of `model` with Adam on a fixed uint8 batch; `run(k)` -> s/step."""
 
-    def __init__(self, batch: int, model: str = "resnet20", lr: float = 1e-3, seed: int = 0):
+    def __init__(self, batch: int, model: str = "resnet20", lr: float = 1e-3, seed: int = 0,
+                 device: str = "cpu"):
         torch.manual_seed(seed)
-        self.model = MODELS[model]()
+        self.device = torch.device(device)
+        self.model = MODELS[model]().to(self.device)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=lr)
-        self.gen = torch.Generator().manual_seed(seed)
-        self.images = torch.randint(0, 256, (batch, 32, 32, 3), dtype=torch.uint8, generator=self.gen)
-        self.labels = torch.randint(0, 10, (batch,), generator=self.gen)
-        self.mean = torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)
-        self.std = torch.tensor([0.2023, 0.1994, 0.2010]).view(1, 3, 1, 1)
+        self.gen = torch.Generator(device=self.device).manual_seed(seed)
+        self.images = torch.randint(0, 256, (batch, 32, 32, 3), dtype=torch.uint8, generator=self.gen,
+                                    device=self.device)
+        self.labels = torch.randint(0, 10, (batch,), generator=self.gen, device=self.device)
+        self.mean = torch.tensor([0.4914, 0.4822, 0.4465], device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor([0.2023, 0.1994, 0.2010], device=self.device).view(1, 3, 1, 1)
         self.model.train()
-        self.run(1)  # warm-up (allocator, thread pool)
+        self.run(3)  # warm-up (allocator, thread pool, cudnn autotuning)
 
     def step(self):
         x = crop_flip(self.images, self.gen).permute(0, 3, 1, 2).float().div_(255.0)
@@ -112,10 +116,16 @@ class TorchStep:
         self.opt.step()
         return loss
 
+    def _sync(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
     def run(self, steps: int) -> float:
+        self._sync()
         t0 = time.perf_counter()
         for _ in range(steps):
             self.step()
+        self._sync()
         return (time.perf_counter() - t0) / steps
 
 

@@ -12,6 +12,11 @@ for SIGTERM, 130 for SIGINT, as a shell reports a job stopped by that signal);
 rerunning the same command resumes and ends with the same weights as an
 uninterrupted run. A run that ends early through `stop_after_steps` exits 0.
 
+Compiled steps are kept in JAX's persistent compilation cache, so that a resumed
+or repeated run of the same config does not compile them again: the directory is
+`--compilation_cache=DIR`, else $JAXQUANT_COMPILATION_CACHE, else
+$XDG_CACHE_HOME/jaxquant/jax (~/.cache/jaxquant/jax); `off` turns it off.
+
 The workdir rules (what --overwrite may replace, what a resume may change, the
 lock against a second run) are `jaxquant.workdir`'s.
 """
@@ -74,7 +79,12 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: this process
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Multi-host: start jax.distributed from the cluster environment "
     "(SLURM, TPU pod) without explicit coordinator flags.")
+_CACHE = flags.DEFINE_string(
+    "compilation_cache", None, "Directory of JAX's persistent compilation cache (default "
+    "$JAXQUANT_COMPILATION_CACHE, else ~/.cache/jaxquant/jax); 'off' disables it.")
 flags.mark_flags_as_required(["config", "workdir"])
+
+CACHE_ENV = "JAXQUANT_COMPILATION_CACHE"
 
 EXIT_USER_ERROR = 2
 EXIT_SIGNAL_BASE = 128  # preempted by signal N: exit 128 + N, after saving a checkpoint
@@ -91,6 +101,7 @@ def main(argv):
              f"overrides as --config.section.key=value.")
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     from jaxquant import parallel, train  # heavy imports after flag parsing
+    enable_compilation_cache(_CACHE.value)
     try:
         parallel.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                             auto=_DISTRIBUTED.value)
@@ -123,6 +134,31 @@ def main(argv):
         print(size)
     print(f"test accuracy: {100 * result['test_accuracy']:.2f}% "
           f"(hard-quantized network, step {result['step']}, workdir {_WORKDIR.value})")
+
+
+def compilation_cache_dir(value: str | None) -> str | None:
+    """The compilation cache directory `--compilation_cache=value` asks for (None: off)."""
+    if value is None:
+        value = os.environ.get(CACHE_ENV)
+    if value is None:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        value = os.path.join(base, "jaxquant", "jax")
+    if value.strip().lower() in ("", "off", "none", "0", "false"):
+        return None
+    return os.path.abspath(os.path.expanduser(value))
+
+
+def enable_compilation_cache(value: str | None) -> str | None:
+    """Turn on JAX's persistent compilation cache in `compilation_cache_dir(value)`, for
+    every compiled function (no minimum compile time or size); returns the directory."""
+    path = compilation_cache_dir(value)
+    if path is None:
+        return None
+    import jax
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return path
 
 
 def _size_line(workdir: str) -> str | None:

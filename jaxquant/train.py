@@ -7,6 +7,8 @@ loss). Evaluation always runs `method.project(latent)`.
 """
 from __future__ import annotations
 
+import collections
+import contextlib
 import json
 import os
 import signal
@@ -26,7 +28,7 @@ from jaxquant.data import augment as augment_lib
 from jaxquant.masks import (METHOD_STATE, full_precision_layers, layer_excludes, param_paths,
                             quant_mask)
 from jaxquant.methods.base import Context, Method, default_loss
-from jaxquant.metrics import MetricsWriter, plot_curves, window_from_json, window_to_json
+from jaxquant.metrics import MetricsWriter, plot_curves
 from jaxquant.optim import make_optimizer, make_schedule
 
 
@@ -174,6 +176,49 @@ def make_train_step(exp: Experiment):
     return step_fn
 
 
+_FLAGS = ("nonfinite_grads", "nonfinite_state", "finite")
+
+
+def make_update(exp: Experiment):
+    """state, metric sums, images, labels -> new state, new sums: one train step whose
+    metrics are added to running sums on the device (no per-step host transfer).
+
+    The sums (`empty_metric_sums`) hold each scalar metric summed over the steps since
+    the last log, the number of those steps and of the skipped (non-finite) ones, and
+    the step number, loss and non-finite leaves of the first skipped step.
+    """
+    step_fn = make_train_step(exp)
+
+    def update(state, sums, images, labels):
+        step = state["step"]
+        state, m = step_fn(state, images, labels)
+        bad = ~m["finite"]
+        first = (sums["bad"] == 0) & bad
+        pick = lambda new, old: jnp.where(first, new, old)  # noqa: E731
+        return state, dict(
+            sums={k: v + jnp.mean(m[k]).astype(jnp.float32) for k, v in sums["sums"].items()},
+            steps=sums["steps"] + 1, bad=sums["bad"] + bad.astype(jnp.int32),
+            first_bad=pick(step + 1, sums["first_bad"]),
+            bad_loss=pick(m["train_loss"].astype(jnp.float32), sums["bad_loss"]),
+            bad_grads=pick(m["nonfinite_grads"], sums["bad_grads"]),
+            bad_state=pick(m["nonfinite_state"], sums["bad_state"]))
+
+    return update
+
+
+def empty_metric_sums(exp: Experiment, state) -> dict:
+    """Zero metric sums (host arrays) in the structure `make_update` carries."""
+    batch = int(exp.config.train.batch_size)
+    shapes = jax.eval_shape(make_train_step(exp), state,
+                            jax.ShapeDtypeStruct((batch, *exp.dataset.image_shape), jnp.uint8),
+                            jax.ShapeDtypeStruct((batch,), jnp.int32))[1]
+    zero = lambda dtype, shape=(): np.zeros(shape, dtype)  # noqa: E731
+    return dict(sums={k: zero(np.float32) for k in shapes if k not in _FLAGS},
+                steps=zero(np.int32), bad=zero(np.int32), first_bad=zero(np.int32),
+                bad_loss=zero(np.float32), bad_grads=zero(bool, shapes["nonfinite_grads"].shape),
+                bad_state=zero(bool, shapes["nonfinite_state"].shape))
+
+
 def make_eval_fn(exp: Experiment):
     """weights, batch_stats, images, labels, valid -> (#correct, summed loss)."""
     model, ds = exp.model, exp.dataset
@@ -253,7 +298,10 @@ class _Batches:
     """Training batches: an on-device gather for in-memory data, host loading otherwise.
 
     The order is a function of (seed, epoch) only, so a resumed run sees the
-    same batches as an uninterrupted one.
+    same batches as an uninterrupted one. `compile(update)` gives the jitted
+    train step on `get(step)`: in-memory data stays on the device and the step
+    gathers its batch there (one call per step, no separate gather); streamed
+    data comes as a host batch.
     """
 
     def __init__(self, exp: Experiment):
@@ -269,47 +317,65 @@ class _Batches:
                 (self.split.images, self.split.labels), rep)
             n = len(self.split.labels)
             self._permute = jax.jit(lambda k: jax.random.permutation(k, n), out_shardings=rep)
-            self._take = jax.jit(self._gather, out_shardings=(self.sharding, self.sharding))
         else:
             n = len(self.split)
             self._permute = lambda k: np.asarray(jax.random.permutation(k, n))
 
-    def _gather(self, images, labels, perm, i):
-        idx = jax.lax.dynamic_slice_in_dim(perm, i * self.batch, self.batch)
-        return images[idx], labels[idx]
-
-    def get(self, step: int):
-        epoch, i = divmod(step, self.exp.steps_per_epoch)
+    def _epoch_perm(self, epoch: int):
         if epoch != self._perm_epoch:
             self._perm = self._permute(jax.random.fold_in(self.key, epoch))
             self._perm_epoch = epoch
+        return self._perm
+
+    def get(self, step: int):
+        """The data arguments of the step: (images, labels) of the batch for streamed
+        data; (all images, all labels, epoch permutation, index of the step in its
+        epoch) for in-memory data."""
+        epoch, i = divmod(step, self.exp.steps_per_epoch)
+        perm = self._epoch_perm(epoch)
         if self.split.in_memory:
-            return self._take(self.images, self.labels, self._perm, i)
+            return self.images, self.labels, perm, np.int32(i)
         # Streaming data: each process decodes only the rows its devices hold.
-        idx = self._perm[i * self.batch:(i + 1) * self.batch]
+        idx = perm[i * self.batch:(i + 1) * self.batch]
         rows = parallel.local_rows(self.sharding, self.batch)
         batch = self.split.get_batch(idx[rows], seed=(self.exp.config.seed, step))
         return parallel.from_process_local(batch, self.sharding, self.batch)
 
+    def compile(self, update):
+        """jit of (state, sums, *get(step)) -> `update(state, sums, images, labels)`
+        (state and sums donated)."""
+        if not self.split.in_memory:
+            return jax.jit(update, donate_argnums=(0, 1))
 
-def _check_finite(host_metrics, first_step, paths, ckpt, policy, log):
+        def run(state, sums, images, labels, perm, i):
+            idx = jax.lax.dynamic_slice_in_dim(perm, i * self.batch, self.batch)
+            # the barrier keeps XLA from fusing the gather into the augmentation and the
+            # first layer (on XLA:CPU that fusion made ResNet-20 compile minutes and run
+            # many times slower): the batch is gathered into its own buffer first
+            x, y = jax.lax.optimization_barrier(tuple(
+                jax.lax.with_sharding_constraint(a[idx], self.sharding) for a in (images, labels)))
+            return update(state, sums, x, y)
+
+        return jax.jit(run, donate_argnums=(0, 1))
+
+
+def _check_finite(sums, paths, ckpt, policy, log):
     """Stop (policy 'stop') or report (policy 'skip') steps whose update was skipped.
 
-    `paths` = (gradient leaf names, train-state leaf names) in `_nonfinite_leaves` order.
+    `sums` = host metric sums of `make_update`; `paths` = (gradient leaf names,
+    train-state leaf names) in `_nonfinite_leaves` order.
     """
-    bad = [i for i, m in enumerate(host_metrics) if not m["finite"]]
-    if not bad:
+    if not int(sums["bad"]):
         return
-    m = host_metrics[bad[0]]
-    grads = [p for p, b in zip(paths[0], m["nonfinite_grads"]) if b]
-    state = [p for p, b in zip(paths[1], m["nonfinite_state"]) if b]
-    parts = [f"loss={float(m['train_loss'])}"]
+    grads = [p for p, b in zip(paths[0], sums["bad_grads"]) if b]
+    state = [p for p, b in zip(paths[1], sums["bad_state"]) if b]
+    parts = [f"loss={float(sums['bad_loss'])}"]
     if grads:
         parts.append(f"gradient leaves {', '.join(grads[:10])}" + (" ..." if len(grads) > 10 else ""))
     if state:
         parts.append(f"updated state leaves {', '.join(state[:10])}" + (" ..." if len(state) > 10 else ""))
-    where = (f"non-finite values at step {first_step + bad[0]} ({len(bad)} of the last "
-             f"{len(host_metrics)} steps): {'; '.join(parts)}")
+    where = (f"non-finite values at step {int(sums['first_bad'])} ({int(sums['bad'])} of the last "
+             f"{int(sums['steps'])} steps): {'; '.join(parts)}")
     if policy == "skip":
         log(f"warning: {where}; those updates were skipped (config.train.on_nonfinite='skip').")
         return
@@ -395,6 +461,34 @@ def _write_summary(workdir, params, mask) -> str:
     return table
 
 
+def _sums_to_json(sums) -> dict:
+    """Host metric sums (`empty_metric_sums` structure) as JSON (a checkpoint's meta)."""
+    return jax.tree.map(lambda x: np.asarray(x).tolist(), sums)
+
+
+def _sums_from_json(value, empty) -> dict:
+    """The inverse of `_sums_to_json`, in the dtypes and shapes of `empty`; `empty` for
+    None (a new run, or a checkpoint written before the sums were carried) or for a
+    value of another structure."""
+    if value is None:
+        return empty
+    try:
+        out = jax.tree.map(lambda e, v: np.asarray(v, e.dtype).reshape(e.shape), empty, value)
+    except (TypeError, ValueError):
+        return empty
+    return out
+
+
+@contextlib.contextmanager
+def _timed(timing: dict, key: str):
+    """Adds the seconds the block takes to timing[key]."""
+    t = time.perf_counter()
+    try:
+        yield
+    finally:
+        timing[key] += time.perf_counter() - t
+
+
 def _install_signal_handlers(flag: dict):
     def handler(signum, frame):
         del frame
@@ -425,20 +519,29 @@ def train_and_evaluate(config, workdir: str, *, overwrite: bool = False,
     a config of the same trajectory.
 
     `stop_after_steps` stops early as a preemption would (tests use it).
+
+    result['timing'] holds the seconds spent in: setup_s (data loading, model and
+    method), data_s (training data to the device), compile_s (the train step),
+    train_s (train steps), log_s (metrics to the host and files), eval_s
+    (evaluations, their compilation included), checkpoint_s, final_s (curves and final evaluation), first_step_s
+    (from the call to the end of the first train step) and total_s (the whole call).
     """
     main_process = parallel.is_main_process()
     if not main_process:
         log = lambda *_: None  # noqa: E731
+    started = time.perf_counter()
+    timing = collections.defaultdict(float)  # seconds spent per part of the run (result['timing'])
     validate(config)
     plan = workdir_lib.plan(workdir, config, overwrite=overwrite,  # refusals write nothing
                             main_process=main_process)
-    exp = build_experiment(config)
+    with _timed(timing, "setup_s"):
+        exp = build_experiment(config)
     with workdir_lib.claimed(plan, main_process=main_process, log=log):
         parallel.sync("workdir claimed")  # before any process reads what process 0 wrote
-        return _train(exp, plan, workdir, stop_after_steps, log)
+        return _train(exp, plan, workdir, stop_after_steps, log, started, timing)
 
 
-def _train(exp: Experiment, plan, workdir: str, stop_after_steps, log) -> dict:
+def _train(exp: Experiment, plan, workdir: str, stop_after_steps, log, started, timing) -> dict:
     config = exp.config
     main_process = parallel.is_main_process()
     method, mesh = exp.method, exp.mesh
@@ -465,47 +568,67 @@ def _train(exp: Experiment, plan, workdir: str, stop_after_steps, log) -> dict:
     # last record before the checkpoint come back from its meta, so records average the
     # same steps as in an uninterrupted run
     writer.truncate_after(int(state["step"]))
-    pending = window_from_json(meta.pop("pending", []))
+    meta.pop("pending", None)  # the per-step window of older checkpoints: see metric_sums
     start = int(state["step"])
 
-    train_step = jax.jit(make_train_step(exp), donate_argnums=0)
+    with _timed(timing, "data_s"):
+        batches = _Batches(exp)
+    update = batches.compile(make_update(exp))
+    empty_sums = empty_metric_sums(exp, state)
+    # the sums of the steps since the last record before the checkpoint come back from
+    # its meta, so that records average the same steps as in an uninterrupted run
+    carried = _sums_from_json(meta.pop("metric_sums", None), empty_sums)
     eval_batch = make_eval_fn(exp)
     split_mean = make_split_mean(exp, exp.dataset.train)
-    batches = _Batches(exp)
     eval_every = int(config.train.eval_every_steps) or exp.steps_per_epoch
     ckpt_every = int(config.train.checkpoint_every_steps) or eval_every
     log_every = max(int(config.train.log_every_steps), 1)
     end = exp.total_steps if stop_after_steps is None else min(exp.total_steps, stop_after_steps)
     has_val = exp.dataset.validation is not None
 
+    last_eval = [None, None]  # (step, test accuracy) of the latest evaluation
+
     def run_eval(step):
-        weights = project(state["latent"])
-        out = {}
-        if has_val:
-            out["val_accuracy"] = evaluate(exp, eval_batch, weights, state["batch_stats"],
-                                           exp.dataset.validation)["accuracy"]
-        test = evaluate(exp, eval_batch, weights, state["batch_stats"], exp.dataset.test)
-        out.update(test_accuracy=test["accuracy"], test_loss=test["loss"])
+        with _timed(timing, "eval_s"):
+            weights = project(state["latent"])
+            out = {}
+            if has_val:
+                out["val_accuracy"] = evaluate(exp, eval_batch, weights, state["batch_stats"],
+                                               exp.dataset.validation)["accuracy"]
+            test = evaluate(exp, eval_batch, weights, state["batch_stats"], exp.dataset.test)
+            out.update(test_accuracy=test["accuracy"], test_loss=test["loss"])
+            last_eval[:] = step, test["accuracy"]
         score = out.get("val_accuracy", out["test_accuracy"])
         if score > meta["best_val_accuracy"]:
             meta.update(best_val_accuracy=score, test_at_best_val=out["test_accuracy"], best_step=step)
-            best_ckpt.save(step, dict(params=weights, batch_stats=state["batch_stats"]), dict(meta))
+            with _timed(timing, "checkpoint_s"):
+                best_ckpt.save(step, dict(params=weights, batch_stats=state["batch_stats"]), dict(meta))
         return out
 
     def save(step):
-        weights = project(state["latent"])
-        ckpt.save(step, dict(params=weights, batch_stats=state["batch_stats"]),
-                  dict(meta, pending=window_to_json(jax.device_get(pending))), state=state)
+        with _timed(timing, "checkpoint_s"):
+            weights = project(state["latent"])
+            ckpt.save(step, dict(params=weights, batch_stats=state["batch_stats"]),
+                      dict(meta, metric_sums=_sums_to_json(jax.device_get(sums))), state=state)
 
     stop = {}
     previous_handlers = _install_signal_handlers(stop)
     bar, log = _progress(end, start, int(config.train.batch_size), log)
+    sums = parallel.to_global(carried, rep)
+    compiled = None
     t0 = time.time()
+    loop_start = time.perf_counter()
     try:
         for step in range(start, end):
-            images, labels = batches.get(step)
-            state, metrics = train_step(state, images, labels)
-            pending.append(metrics)
+            args = batches.get(step)
+            if compiled is None:  # compiled ahead of the first step, to time it apart
+                with _timed(timing, "compile_s"):
+                    compiled = update.lower(state, sums, *args).compile()
+                state, sums = compiled(state, sums, *args)
+                jax.block_until_ready(state["step"])
+                timing["first_step_s"] = time.perf_counter() - started
+            else:
+                state, sums = compiled(state, sums, *args)
             done = step + 1
             if method.epoch_end is not None and done % exp.steps_per_epoch == 0:
                 latent, bs = state["latent"], state["batch_stats"]
@@ -513,17 +636,18 @@ def _train(exp: Experiment, plan, workdir: str, stop_after_steps, log) -> dict:
                     latent, lambda fn: split_mean(fn, latent, bs))), rep)
             is_eval = done % eval_every == 0 or done == exp.total_steps
             if done % log_every == 0 or is_eval:
-                host = jax.device_get(pending)
-                pending = []
-                _check_finite(host, done - len(host) + 1, leaf_paths, ckpt,
-                              config.train.on_nonfinite, log)
-                record = {k: float(np.mean([m[k] for m in host])) for k in host[0]
-                          if k not in ("nonfinite_grads", "nonfinite_state", "finite")}
+                with _timed(timing, "log_s"):
+                    host = jax.device_get(sums)
+                    sums = parallel.to_global(empty_sums, rep)
+                    _check_finite(host, leaf_paths, ckpt, config.train.on_nonfinite, log)
+                    count = max(int(host["steps"]), 1)
+                    record = {k: float(v) / count for k, v in host["sums"].items()}
                 if is_eval:
                     record.update(run_eval(done))
                     log(f"step {done}/{exp.total_steps}: " + ", ".join(
                         f"{k}={v:.4g}" for k, v in record.items() if k != "lr"))
-                writer.write(done, **record)
+                with _timed(timing, "log_s"):
+                    writer.write(done, **record)
                 bar.set_postfix(loss=f"{record['train_loss']:.3f}",
                                 acc=f"{record['train_accuracy']:.3f}")
             if done % ckpt_every == 0 or done == end:
@@ -546,6 +670,8 @@ def _train(exp: Experiment, plan, workdir: str, stop_after_steps, log) -> dict:
             f"{int(state['step'])}/{exp.total_steps}; checkpoint saved in {ckpt.directory} — "
             f"rerun the same command to resume.")
     finally:
+        timing["train_s"] = time.perf_counter() - loop_start - sum(
+            timing[k] for k in ("compile_s", "log_s", "eval_s", "checkpoint_s"))
         bar.close()
         for sig, h in previous_handlers.items():
             signal.signal(sig, h)
@@ -554,15 +680,18 @@ def _train(exp: Experiment, plan, workdir: str, stop_after_steps, log) -> dict:
         writer.close()
 
     result = dict(step=int(state["step"]), preempted=preempted, signal=stop.get("signal"),
-                  seconds=time.time() - t0,
+                  seconds=time.time() - t0, timing=timing,
                   best_val_accuracy=meta["best_val_accuracy"] if has_val else None,
                   test_at_best_val=meta["test_at_best_val"], best_step=meta["best_step"])
     if not preempted:
-        if main_process:
-            plot_curves(workdir)
-        result["test_accuracy"] = result["final_test_accuracy"] = evaluate(
-            exp, eval_batch, project(state["latent"]), state["batch_stats"],
-            exp.dataset.test)["accuracy"]
+        with _timed(timing, "final_s"):
+            if main_process:
+                plot_curves(workdir)
+            if last_eval[0] != result["step"]:
+                last_eval[:] = result["step"], evaluate(
+                    exp, eval_batch, project(state["latent"]), state["batch_stats"],
+                    exp.dataset.test)["accuracy"]
+        result["test_accuracy"] = result["final_test_accuracy"] = last_eval[1]
         if config.train.select_best and has_val:
             result["test_accuracy"] = meta["test_at_best_val"]
     if method.final_state is not None:  # every process: the latent may span hosts
@@ -570,6 +699,7 @@ def _train(exp: Experiment, plan, workdir: str, stop_after_steps, log) -> dict:
         if main_process:
             with open(os.path.join(workdir, METHOD_STATE), "w") as f:
                 json.dump(method_state, f, indent=2)
+    timing["total_s"] = time.perf_counter() - started
     if main_process:
         with open(os.path.join(workdir, "result.json"), "w") as f:
             json.dump(result, f, indent=2)

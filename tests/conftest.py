@@ -4,6 +4,9 @@ import sys
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# the CLI's persistent compilation cache stays out of the user's home (tests that
+# exercise it point it at a temporary directory)
+os.environ.setdefault("JAXQUANT_COMPILATION_CACHE", "off")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
