@@ -455,34 +455,50 @@ def _machine() -> str:
             f"{platform.python_version()}, jax {jax.__version__}")
 
 
+def _settings(r: dict) -> str:
+    """A row's method and its non-default keys, as one line."""
+    return " ".join([r["method"]] + [f"{k}={v}" for k, v in sorted(r["method_config"].items())
+                                     if k != "name"])
+
+
+def _notes(r: dict, *extra: str) -> str:
+    notes = ["test at best val."] if r.get("select_best") else []
+    if r["quantized_fraction"] < 1 and r["bits"] != "32":
+        notes.append(f"{100 * r['quantized_fraction']:.1f}% of params quantized")
+    return "; ".join(notes + [e for e in extra if e])
+
+
 def _fmt_row(r: dict) -> str:
-    settings = " ".join([r["method"]] + [f"{k}={v}" for k, v in sorted(r["method_config"].items())
-                                         if k != "name"])
     if r["error"]:
-        return f"| {r['label']} | `{settings}` | error | | | | | {r['error']} |"
+        return f"| {r['label']} | `{_settings(r)}` | error | | | | | {r['error']} |"
     acc = f"{100 * r['test_accuracy']:.2f}"
     secs = f"{r['seconds']:.0f}" if r.get("seconds") is not None else ""
-    note = "test at best val." if r.get("select_best") else ""
-    if r["quantized_fraction"] < 1 and r["bits"] != "32":
-        note = (note + "; " if note else "") + f"{100 * r['quantized_fraction']:.1f}% of params quantized"
-    return (f"| {r['label']} | `{settings}` | {acc} | {r['bits']} | {r['bytes']:,} | "
-            f"{r['compression']:.1f}x | {secs} | {note} |")
+    return (f"| {r['label']} | `{_settings(r)}` | {acc} | {r['bits']} | {r['bytes']:,} | "
+            f"{r['compression']:.1f}x | {secs} | {_notes(r)} |")
+
+
+_EXPORT_NOTE = ("Export bytes: packed payload + codebooks of every tensor, BN statistics "
+                "included (`jaxquant.export`)")
+
+
+def _write_markdown(path: str, header: str, columns: list[str], body: list[str],
+                    footer: str) -> str:
+    """A comparison.md: header, one table (`columns`, `body` rows), footer."""
+    lines = [header, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns),
+             *body, "", footer]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
 
 
 def write_table(rows: list[dict], path: str, header: str) -> str:
     """comparison.md: one row per method, error rows included."""
-    lines = [header, "",
-             "| method | config.method | test acc. % (hard-quantized) | weight bits | export bytes "
-             "| compression vs fp32 | train time (s) | notes |",
-             "|---|---|---|---|---|---|---|---|"]
-    lines += [_fmt_row(r) for r in rows]
-    lines += ["", "Export bytes: packed payload + codebooks of every tensor, BN statistics "
-              "included (`jaxquant.export`); train time: wall-clock of the training loop "
-              "(compilation and evaluations included; the last session's only, for a resumed "
-              "run)."]
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    return path
+    return _write_markdown(
+        path, header, ["method", "config.method", "test acc. % (hard-quantized)", "weight bits",
+                       "export bytes", "compression vs fp32", "train time (s)", "notes"],
+        [_fmt_row(r) for r in rows],
+        f"{_EXPORT_NOTE}; train time: wall-clock of the training loop (compilation and "
+        f"evaluations included; the last session's only, for a resumed run).")
 
 
 def summarize(runs: list[dict]) -> list[dict]:
@@ -518,34 +534,24 @@ def summarize(runs: list[dict]) -> list[dict]:
 
 
 def _fmt_seed_row(r: dict) -> str:
-    settings = " ".join([r["method"]] + [f"{k}={v}" for k, v in sorted(r["method_config"].items())
-                                         if k != "name"])
     if not r["n"]:
-        return f"| {r['label']} | `{settings}` | error | | | | | | {r['error']} |"
-    mean = f"{100 * r['test_accuracy']:.2f}"
+        return f"| {r['label']} | `{_settings(r)}` | error | | | | | | {r['error']} |"
     spread = f" ± {100 * r['std']:.2f}" if r["std"] is not None else ""
     seeds = ", ".join(f"{100 * a:.2f}" for a in r["accuracies"])
-    note = "test at best val." if r.get("select_best") else ""
-    if r["error"]:
-        note = (note + "; " if note else "") + r["error"]
-    return (f"| {r['label']} | `{settings}` | {mean}{spread} | {r['n']} | {seeds} | {r['bits']} | "
-            f"{r['bytes']:,} | {r['compression']:.1f}x | {note} |")
+    return (f"| {r['label']} | `{_settings(r)}` | {100 * r['test_accuracy']:.2f}{spread} | "
+            f"{r['n']} | {seeds} | {r['bits']} | {r['bytes']:,} | {r['compression']:.1f}x | "
+            f"{_notes(r, r['error'])} |")
 
 
 def write_seed_table(rows: list[dict], path: str, header: str) -> str:
     """comparison.md of a multi-seed comparison: mean ± std (n) and every seed's accuracy."""
-    lines = [header, "",
-             "| method | config.method | test acc. % mean ± std | n | per seed | weight bits | "
-             "export bytes | compression vs fp32 | notes |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    lines += [_fmt_seed_row(r) for r in rows]
-    lines += ["", "Mean and sample standard deviation (ddof 1) over the n seeds that finished "
-              "(`config.seed` = each seed: initialisation, data order and augmentation change); "
-              "accuracy of the hard-quantized network. Export bytes: packed payload + "
-              "codebooks, BN statistics included (`jaxquant.export`)."]
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    return path
+    return _write_markdown(
+        path, header, ["method", "config.method", "test acc. % mean ± std", "n", "per seed",
+                       "weight bits", "export bytes", "compression vs fp32", "notes"],
+        [_fmt_seed_row(r) for r in rows],
+        f"Mean and sample standard deviation (ddof 1) over the n seeds that finished "
+        f"(`config.seed` = each seed: initialisation, data order and augmentation change); "
+        f"accuracy of the hard-quantized network. {_EXPORT_NOTE}.")
 
 
 def _curve(workdir: str) -> dict[int, float]:
