@@ -195,15 +195,21 @@ def _name_overrides(argv) -> dict:
     return names
 
 
-def _config_file_value(argv):
-    """The completed config that `--config=<file>[:arg]` in `argv` names (None if it cannot be
-    loaded)."""
+def _config_spec(argv) -> str | None:
+    """The `<file>[:arg]` that `--config=` (or `--config <file>`) names in `argv`, else None."""
     spec = None
     for i, a in enumerate(argv):
         if a.startswith("--config="):
             spec = a.split("=", 1)[1]
         elif a == "--config" and i + 1 < len(argv):
             spec = argv[i + 1]
+    return spec
+
+
+def _config_file_value(argv):
+    """The completed config that `--config=<file>[:arg]` in `argv` names (None if it cannot be
+    loaded)."""
+    spec = _config_spec(argv)
     if spec is None:
         return None
     try:
@@ -259,12 +265,7 @@ def _config_file_error(e: BaseException, argv) -> str | None:
     """'<file>, line N (in f): Error: message' if `e` was raised by the code of the config
     file that `argv` names (a NameError, a failed import, ...), else None."""
     import traceback
-    spec = None
-    for i, a in enumerate(argv):
-        if a.startswith("--config="):
-            spec = a.split("=", 1)[1]
-        elif a == "--config" and i + 1 < len(argv):
-            spec = argv[i + 1]
+    spec = _config_spec(argv)
     if not spec:
         return None
     path = os.path.abspath(spec.partition(":")[0])
