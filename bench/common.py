@@ -135,6 +135,31 @@ def median_ratio(times: dict, name: str, ref: str) -> float:
     return statistics.median(a / b for a, b in zip(times[name], times[ref]))
 
 
+def step_rows(model: str, specs, steps: dict, times: dict, notes: dict, batch: int,
+              torch_note) -> list[dict]:
+    """One result row per method (its note where it was not timed) and, if PyTorch was
+    timed, one for the plain PyTorch step: median step time, images/s and the same-round
+    median ratio to fp."""
+    rows = []
+    for spec in specs:
+        if spec.label in notes:
+            rows.append(dict(model=model, method=spec.label, note=notes[spec.label]))
+            continue
+        s, t = steps[spec.label], times[spec.label]
+        med = statistics.median(t)
+        rows.append(dict(model=model, method=spec.label, batch=batch, step_ms=1e3 * med,
+                         step_ms_all=[1e3 * x for x in t], images_per_s=batch / med,
+                         ratio_vs_fp=median_ratio(times, spec.label, "fp"),
+                         compile_s=s.compile_seconds, step_bytes=s.step_bytes, gflops=s.gflops))
+    if "torch" in times:
+        med = statistics.median(times["torch"])
+        rows.append(dict(model=model, method="torch (plain PyTorch fp)", batch=batch,
+                         step_ms=1e3 * med, step_ms_all=[1e3 * x for x in times["torch"]],
+                         images_per_s=batch / med, ratio_vs_fp=median_ratio(times, "torch", "fp"),
+                         jax_fp_over_torch=median_ratio(times, "fp", "torch"), note=torch_note))
+    return rows
+
+
 def machine() -> dict:
     """What the numbers were measured on, including how busy the machine was."""
     dev = jax.devices()[0]

@@ -147,24 +147,8 @@ def step_times(args, budget: float, log=print) -> list[dict]:
         if more > 0:
             extra = common.interleaved(timers, more, args.steps)
             times = {n: times[n] + extra[n] for n in times}
-        for spec in specs:
-            if spec.label in notes:
-                rows.append(dict(model=model, method=spec.label, note=notes[spec.label]))
-                continue
-            s, tt = steps[spec.label], times[spec.label]
-            med = statistics.median(tt)
-            rows.append(dict(model=model, method=spec.label, batch=args.batch, step_ms=1e3 * med,
-                             step_ms_all=[1e3 * x for x in tt], images_per_s=args.batch / med,
-                             ratio_vs_fp=common.median_ratio(times, spec.label, "fp"),
-                             compile_s=s.compile_seconds, step_bytes=s.step_bytes, gflops=s.gflops))
-        if "torch" in times:
-            med = statistics.median(times["torch"])
-            rows.append(dict(model=model, method="torch (plain PyTorch fp)", batch=args.batch,
-                             step_ms=1e3 * med, step_ms_all=[1e3 * x for x in times["torch"]],
-                             images_per_s=args.batch / med,
-                             ratio_vs_fp=common.median_ratio(times, "torch", "fp"),
-                             jax_fp_over_torch=common.median_ratio(times, "fp", "torch"), note=torch_note))
-        elif torch_note:
+        rows += common.step_rows(model, specs, steps, times, notes, args.batch, torch_note)
+        if "torch" not in times and torch_note:
             rows.append(dict(model=model, method="torch", note=f"skipped: {torch_note}"))
     return rows, kept
 

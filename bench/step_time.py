@@ -83,27 +83,8 @@ def bench_model(model, specs, args, log=print):
             timers["torch"] = tstep.run
     log(f"  {model}: timing {len(timers)} steps x {args.rounds} rounds x {args.steps} steps")
     times = common.interleaved(timers, args.rounds, args.steps)
-    rows = []
-    for spec in specs:
-        if spec.label in notes:
-            rows.append(dict(model=model, method=spec.label, note=notes[spec.label]))
-            continue
-        s, t = steps[spec.label], times[spec.label]
-        med = statistics.median(t)
-        rows.append(dict(model=model, method=spec.label, batch=args.batch,
-                         step_ms=1e3 * med, step_ms_all=[1e3 * x for x in t],
-                         images_per_s=args.batch / med,
-                         ratio_vs_fp=common.median_ratio(times, spec.label, "fp"),
-                         compile_s=s.compile_seconds, step_bytes=s.step_bytes, gflops=s.gflops))
-    if "torch" in times:
-        med = statistics.median(times["torch"])
-        rows.append(dict(model=model, method="torch (plain PyTorch fp)", batch=args.batch,
-                         step_ms=1e3 * med, step_ms_all=[1e3 * x for x in times["torch"]],
-                         images_per_s=args.batch / med,
-                         ratio_vs_fp=common.median_ratio(times, "torch", "fp"),
-                         jax_fp_over_torch=common.median_ratio(times, "fp", "torch"),
-                         note=torch_note))
-    elif has_torch and torch_note:
+    rows = common.step_rows(model, specs, steps, times, notes, args.batch, torch_note)
+    if "torch" not in times and has_torch and torch_note:
         rows.append(dict(model=model, method="torch", note=f"skipped: {torch_note}"))
     return rows
 
