@@ -34,6 +34,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+from trainer_overhead import random_image_folder  # noqa: E402  (bench/, no jax import)
+
 TRAIN_METHODS = "fp,bc,md_tanh_s,pmf,proxquant_binary"
 
 
@@ -71,20 +73,6 @@ class Clock:
 
     def left(self) -> float:
         return self.end - time.perf_counter()
-
-
-def random_jpeg_folder(root: str, train: int = 4, test: int = 2, classes: int = 10) -> str:
-    """A CIFAR-shaped folder of random JPEGs (the dry run's data)."""
-    import numpy as np
-    from PIL import Image
-    rng = np.random.RandomState(0)
-    for split, n in (("train", train), ("test", test)):
-        for c in range(classes):
-            os.makedirs(os.path.join(root, split, f"class{c}"), exist_ok=True)
-            for i in range(n):
-                Image.fromarray(rng.randint(0, 256, (32, 32, 3), dtype=np.uint8)).save(
-                    os.path.join(root, split, f"class{c}", f"{i}.jpg"))
-    return root
 
 
 def load_cifar(folder: str, data_dir: str):
@@ -337,7 +325,8 @@ def main(argv=None):
     from absl import logging
     logging.set_verbosity(logging.ERROR)
     scratch = tempfile.mkdtemp(prefix="gpu_check_")
-    folder = args.cifar or random_jpeg_folder(os.path.join(scratch, "cifar"))
+    folder = args.cifar or random_image_folder(os.path.join(scratch, "cifar"), train=4, test=2,
+                                                  ext="jpg")
     log = lambda s: print(s, flush=True)  # noqa: E731
     machine = device_line()
     print(f"device: {machine}", flush=True)

@@ -59,8 +59,9 @@ def parse(argv=None):
     return p.parse_args(argv)
 
 
-def random_image_folder(root: str, train: int = 60, test: int = 20, classes: int = 10) -> str:
-    """A CIFAR-shaped image folder of random PNGs (when no CIFAR-10 is at hand)."""
+def random_image_folder(root: str, train: int = 60, test: int = 20, classes: int = 10,
+                        ext: str = "png") -> str:
+    """A CIFAR-shaped image folder of random images (when no CIFAR-10 is at hand)."""
     import numpy as np
     from PIL import Image
     rng = np.random.RandomState(0)
@@ -69,7 +70,7 @@ def random_image_folder(root: str, train: int = 60, test: int = 20, classes: int
             os.makedirs(os.path.join(root, split, f"c{c}"), exist_ok=True)
             for i in range(n):
                 Image.fromarray(rng.randint(0, 256, (32, 32, 3), dtype=np.uint8)).save(
-                    os.path.join(root, split, f"c{c}", f"{i}.png"))
+                    os.path.join(root, split, f"c{c}", f"{i}.{ext}"))
     return root
 
 

@@ -24,6 +24,15 @@ def load_config(name: str):
     return module.get_config()
 
 
+def small_config(**train_kw):
+    """fp_digits with a 16-unit MLP: 40 steps of batch 256 (8 epochs), checkpoints every 10."""
+    c = load_config("fp_digits")
+    c.model.features = (16,)
+    c.train.update(**{**dict(epochs=8, batch_size=256, log_every_steps=5, eval_every_steps=10,
+                             checkpoint_every_steps=10, keep_checkpoints=3), **train_kw})
+    return c
+
+
 @pytest.fixture
 def config_from_file():
     return load_config

@@ -21,7 +21,7 @@ import pytest
 from absl import flags
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
-from conftest import REPO, load_config
+from conftest import REPO, load_config, small_config
 from jaxquant import checkpoints, main as cli, parallel, train, workdir as workdir_lib
 from jaxquant.config_check import validate
 from jaxquant.errors import ConfigError, UserError
@@ -154,14 +154,6 @@ def test_rerunning_the_command_after_sigterm_resumes_to_the_uninterrupted_params
 
 
 # ------------------------------------------------------------- corrupted checkpoints
-
-def small_config(**train_kw):
-    c = load_config("fp_digits")
-    c.model.features = (16,)
-    c.train.update(**{**dict(epochs=8, batch_size=256, log_every_steps=5, eval_every_steps=10,
-                             checkpoint_every_steps=10, keep_checkpoints=3), **train_kw})
-    return c
-
 
 @pytest.fixture(scope="module")
 def partial(tmp_path_factory):

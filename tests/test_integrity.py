@@ -14,19 +14,10 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import REPO, load_config
+from conftest import REPO, small_config
 from jaxquant import checkpoints, evaluate, export as E, train
 
 quiet = lambda *_: None  # noqa: E731
-
-
-def small_config(**train_kw):
-    """fp_digits with a 16-unit MLP: 40 steps of batch 256, checkpoints every 10."""
-    c = load_config("fp_digits")
-    c.model.features = (16,)
-    c.train.update(**{**dict(epochs=8, batch_size=256, log_every_steps=5, eval_every_steps=10,
-                             checkpoint_every_steps=10, keep_checkpoints=3), **train_kw})
-    return c
 
 
 @pytest.fixture(scope="module")
