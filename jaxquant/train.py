@@ -166,7 +166,7 @@ def make_train_step(exp: Experiment):
         bad_grads = _nonfinite_leaves(grads)
         bad_state = _nonfinite_leaves(_checked_state(new))
         finite = jnp.isfinite(loss) & ~jnp.any(bad_grads) & ~jnp.any(bad_state)
-        new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, dict(state, step=step + 1))
+        new = jax.lax.cond(finite, lambda: new, lambda: dict(state, step=step + 1))
         metrics = dict(train_loss=loss,
                        train_accuracy=jnp.mean(jnp.argmax(aux.logits, -1) == labels),
                        lr=exp.learning_rate(step), nonfinite_grads=bad_grads,
