@@ -207,9 +207,12 @@ def startup(args, scratch, log=print) -> list[dict]:
         for run in ("first (empty cache)", "second (cache filled)"):
             log(f"  start-up {job}: {run}")
             res = run_jaxquant(spec, os.path.join(scratch, f"{job}_startup"), cache=cache)
+            t = res["timing"]
             rows.append(dict(job=job, run=run, wall_s=res["wall_s"], cpu_s=res["cpu_s"],
-                             compile_s=res["compile_s"], first_step_s=res["timing"]["first_step_s"],
-                             setup_s=res["timing"]["setup_s"], eval_s=res["timing"]["eval_s"]))
+                             compile_s=res["compile_s"], first_step_s=t["first_step_s"],
+                             setup_s=t["setup_s"], eval_s=t["eval_s"],
+                             # the process's wall less what ran after the first step
+                             command_to_first_step_s=res["wall_s"] - (t["total_s"] - t["first_step_s"])))
             log(f"    wall {res['wall_s']:.1f} s, compile {res['compile_s']:.2f} s")
     return rows
 
@@ -255,7 +258,7 @@ def markdown(payload) -> str:
                   "evaluation incl. its compile (s) |", "|---|---|---|---|---|---|---|"]
         for r in payload["startup"]:
             lines.append(f"| {r['job']} | {r['run']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | "
-                         f"{r['compile_s']:.2f} | {r['first_step_s']:.1f} | {r['eval_s']:.1f} |")
+                         f"{r['compile_s']:.2f} | {r['command_to_first_step_s']:.1f} | {r['eval_s']:.1f} |")
         lines.append("")
     return "\n".join(lines)
 
