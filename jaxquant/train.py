@@ -257,18 +257,27 @@ def _fixed_batches(exp: Experiment, split):
         yield parallel.to_global((images, labels, valid), sharding)
 
 
-def evaluate(exp: Experiment, eval_batch, params, batch_stats, split) -> dict:
+def evaluate(exp: Experiment, eval_batch, params, batch_stats, split, batches=None) -> dict:
     """Accuracy and mean loss of (params, batch_stats) on a split, in fixed-size batches
-    (per example; per position for sequence labels (N, T), e.g. next-byte targets)."""
+    (per example; per position for sequence labels (N, T), e.g. next-byte targets).
+
+    `batches`: the split's `_fixed_batches` already on the device (`eval_batches`), or
+    None to load them. The counts are summed on the device and read once."""
     n = len(split.labels) if split.in_memory else len(split)
-    correct, loss, per_example = 0, 0.0, 1
-    for images, labels, valid in _fixed_batches(exp, split):
+    total, per_example = (0, 0.0), 1
+    for images, labels, valid in (_fixed_batches(exp, split) if batches is None else batches):
         c, lsum = eval_batch(params, batch_stats, images, labels, valid)
-        correct += int(c)
-        loss += float(lsum)
+        total = (total[0] + c, total[1] + lsum)
         per_example = int(np.prod(labels.shape[1:]))
+    correct, loss = jax.device_get(total)
     count = n * per_example
-    return dict(accuracy=correct / max(count, 1), loss=loss / max(count, 1))
+    return dict(accuracy=int(correct) / max(count, 1), loss=float(loss) / max(count, 1))
+
+
+def eval_batches(exp: Experiment, split):
+    """The evaluation batches of an in-memory split, placed on the device once for all
+    evaluations of a run (None for streamed data: each evaluation loads them)."""
+    return list(_fixed_batches(exp, split)) if split.in_memory else None
 
 
 def make_split_mean(exp: Experiment, split):
@@ -522,9 +531,11 @@ def train_and_evaluate(config, workdir: str, *, overwrite: bool = False,
 
     result['timing'] holds the seconds spent in: setup_s (data loading, model and
     method), data_s (training data to the device), compile_s (the train step),
-    train_s (train steps), log_s (metrics to the host and files), eval_s
-    (evaluations, their compilation included), checkpoint_s, final_s (curves and final evaluation), first_step_s
-    (from the call to the end of the first train step) and total_s (the whole call).
+    train_s (train steps, including the waits for queued steps), log_s (metrics to the
+    host and files), eval_s (evaluations, their compilation included), checkpoint_s (the
+    part of the saves the loop waits for; orbax writes the files in the background),
+    final_s (curves and final evaluation), first_step_s (from the call to the end of the
+    first train step) and total_s (the whole call).
     """
     main_process = parallel.is_main_process()
     if not main_process:
@@ -554,8 +565,10 @@ def _train(exp: Experiment, plan, workdir: str, stop_after_steps, log, started, 
     if main_process:
         log(_write_summary(workdir, projected, exp.mask))
 
-    ckpt = checkpoints.Checkpointer(workdir, keep=int(config.train.keep_checkpoints))
-    best_ckpt = checkpoints.Checkpointer(workdir, keep=1, subdir="best")
+    # written in the background while training goes on (sealed when done; read back only
+    # after that), so that per-epoch checkpoints cost the loop little
+    ckpt = checkpoints.Checkpointer(workdir, keep=int(config.train.keep_checkpoints), asynchronous=True)
+    best_ckpt = checkpoints.Checkpointer(workdir, keep=1, subdir="best", asynchronous=True)
     writer = MetricsWriter(workdir, enabled=parallel.is_main_process())
     meta = dict(best_val_accuracy=-1.0, test_at_best_val=-1.0, best_step=-1)
     if plan.resume and ckpt.all_steps():
@@ -579,6 +592,8 @@ def _train(exp: Experiment, plan, workdir: str, stop_after_steps, log, started, 
     # its meta, so that records average the same steps as in an uninterrupted run
     carried = _sums_from_json(meta.pop("metric_sums", None), empty_sums)
     eval_batch = make_eval_fn(exp)
+    test_batches = eval_batches(exp, exp.dataset.test)
+    val_batches = None if exp.dataset.validation is None else eval_batches(exp, exp.dataset.validation)
     split_mean = make_split_mean(exp, exp.dataset.train)
     eval_every = int(config.train.eval_every_steps) or exp.steps_per_epoch
     ckpt_every = int(config.train.checkpoint_every_steps) or eval_every
@@ -594,8 +609,9 @@ def _train(exp: Experiment, plan, workdir: str, stop_after_steps, log, started, 
             out = {}
             if has_val:
                 out["val_accuracy"] = evaluate(exp, eval_batch, weights, state["batch_stats"],
-                                               exp.dataset.validation)["accuracy"]
-            test = evaluate(exp, eval_batch, weights, state["batch_stats"], exp.dataset.test)
+                                               exp.dataset.validation, val_batches)["accuracy"]
+            test = evaluate(exp, eval_batch, weights, state["batch_stats"], exp.dataset.test,
+                            test_batches)
             out.update(test_accuracy=test["accuracy"], test_loss=test["loss"])
             last_eval[:] = step, test["accuracy"]
         score = out.get("val_accuracy", out["test_accuracy"])
@@ -636,6 +652,7 @@ def _train(exp: Experiment, plan, workdir: str, stop_after_steps, log, started, 
                     latent, lambda fn: split_mean(fn, latent, bs))), rep)
             is_eval = done % eval_every == 0 or done == exp.total_steps
             if done % log_every == 0 or is_eval:
+                jax.block_until_ready(sums)  # the queued steps: train time, not logging
                 with _timed(timing, "log_s"):
                     host = jax.device_get(sums)
                     sums = parallel.to_global(empty_sums, rep)
@@ -690,7 +707,7 @@ def _train(exp: Experiment, plan, workdir: str, stop_after_steps, log, started, 
             if last_eval[0] != result["step"]:
                 last_eval[:] = result["step"], evaluate(
                     exp, eval_batch, project(state["latent"]), state["batch_stats"],
-                    exp.dataset.test)["accuracy"]
+                    exp.dataset.test, test_batches)["accuracy"]
         result["test_accuracy"] = result["final_test_accuracy"] = last_eval[1]
         if config.train.select_best and has_val:
             result["test_accuracy"] = meta["test_at_best_val"]

@@ -88,6 +88,7 @@ def test_the_nan_guard_names_only_a_verified_checkpoint_as_the_last_good_one(tmp
 
     def save_then_damage(self, step, *args, **kw):
         save(self, step, *args, **kw)
+        self.wait()  # the trainer's saves are asynchronous: damage the written files
         if step == 10 and self.directory.endswith("checkpoints"):
             flip_bit(data_file(os.path.join(self.directory, str(step)), "state"))
     monkeypatch.setattr(checkpoints.Checkpointer, "save", save_then_damage)
