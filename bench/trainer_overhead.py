@@ -186,6 +186,9 @@ def summarize(runs) -> dict:
         row["step_ratio"] = statistics.median(
             (a["train_s"] / max(a["steps"], 1)) / (b["train_s"] / max(b["steps"], 1))
             for a, b in zip(rs, runs["bare"]))
+        if "torch" in runs and prog != "torch":
+            row["wall_vs_torch"] = _ratio(runs, prog, "wall_s", ref="torch")
+            row["cpu_vs_torch"] = _ratio(runs, prog, "cpu_s", ref="torch")
         if prog == "jaxquant":
             shares = {}
             for part in PARTS:
@@ -246,6 +249,11 @@ def markdown(payload) -> str:
             lines.append(f"| {prog} | {r['wall_s']:.1f} | {r['wall_ratio']:.2f} | {r['cpu_s']:.1f} | "
                          f"{r['cpu_ratio']:.2f} | {r['step_ms']:.2f} | {r['step_ratio']:.2f} | "
                          f"{r['compile_s']:.1f} | {100 * r['test_accuracy']:.2f}% |")
+        vs_torch = job["summary"].get("jaxquant", {}).get("wall_vs_torch")
+        if vs_torch is not None:
+            lines += ["", f"jaxquant / plain PyTorch (median of same-round ratios): wall "
+                      f"{vs_torch:.2f}, CPU {job['summary']['jaxquant']['cpu_vs_torch']:.2f}; "
+                      f"bare loop / PyTorch: wall {job['summary']['bare']['wall_vs_torch']:.2f}."]
         shares = job["summary"].get("jaxquant", {}).get("share_of_wall")
         if shares:
             lines += ["", "jaxquant's wall time by part (result.json timing; the rest is interpreter "
