@@ -281,11 +281,15 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=0, help="> 0: this many steps instead of epochs")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-2)
+    p.add_argument("--threads", type=int, default=0, help="PyTorch threads (0: its default)")
     p.add_argument("--json", required=True)
     args = p.parse_args(argv)
     arrays = load_arrays(args.data)
-    loop = jax_loop if args.loop == "jax" else torch_loop
-    out = loop(arrays, args.model, args.epochs, args.steps, args.batch, args.lr)
+    if args.loop == "jax":
+        out = jax_loop(arrays, args.model, args.epochs, args.steps, args.batch, args.lr)
+    else:
+        out = torch_loop(arrays, args.model, args.epochs, args.steps, args.batch, args.lr,
+                         threads=args.threads)
     out["total_s"] = time.perf_counter() - STARTED
     with open(args.json, "w") as f:
         json.dump(out, f, indent=1)
