@@ -210,7 +210,8 @@ class Checkpointer:
             self.manager.delete(step)
         items = dict(weights=weights, state=state)
         if self.asynchronous:  # orbax reads the arrays after `save` returns: our own copies
-            items = jax.tree.map(lambda x: x.copy() if isinstance(x, jax.Array) else x, items)
+            items = jax.tree.map(lambda x: jax.device_put(x, may_alias=False)
+                                 if isinstance(x, jax.Array) else x, items)
         args = {k: ocp.args.StandardSave(v) for k, v in items.items() if v is not None}
         self.manager.save(step, args=ocp.args.Composite(meta=ocp.args.JsonSave(meta), **args),
                           force=True)

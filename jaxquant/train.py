@@ -492,6 +492,23 @@ def _sums_from_json(value, empty) -> dict:
     return out
 
 
+def _import_in_background(*modules: str) -> None:
+    """Import `modules` in a daemon thread. An import holds the GIL, but XLA's compiler
+    and the train steps release it, so the import overlaps them instead of adding to
+    the run's end; a later `import` of the same module waits for it. A failure here is
+    silent: the later import raises it."""
+    import importlib
+    import threading
+
+    def run():
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001 -- the importing code reports it
+                return
+    threading.Thread(target=run, daemon=True, name="jaxquant-imports").start()
+
+
 @contextlib.contextmanager
 def _timed(timing: dict, key: str):
     """Adds the seconds the block takes to timing[key]."""
@@ -632,6 +649,8 @@ def _train(exp: Experiment, plan, workdir: str, stop_after_steps, log, started, 
             ckpt.save(step, dict(params=weights, batch_stats=state["batch_stats"]),
                       dict(meta, metric_sums=_sums_to_json(jax.device_get(sums))), state=state)
 
+    if main_process:  # needed at the end (curves.png); imported while XLA compiles
+        _import_in_background("matplotlib.figure", "matplotlib.backends.backend_agg")
     stop = {}
     previous_handlers = _install_signal_handlers(stop)
     bar, log = _progress(end, start, int(config.train.batch_size), log)
