@@ -40,6 +40,7 @@ from jaxquant import compare, data, parallel, train  # noqa: E402
 from jaxquant.errors import UserError  # noqa: E402
 from jaxquant.methods.base import default_loss  # noqa: E402
 
+BARE_MODELS = ("mlp", "resnet20")  # the models of bench/bare_loop.py
 DEFAULT_METHODS = ("fp,ste,bc,bwn,dorefa,md_tanh,md_tanh_s,md_softmax_s,gd_tanh,pmf,"
                    "proxquant_binary,proxquant_ternary,metaquant,ldnq")
 
@@ -52,7 +53,7 @@ def parse(argv=None):
     p.add_argument("--methods", default=DEFAULT_METHODS, help="compare presets / method names")
     p.add_argument("--methods-resnet18", default="fp,bc,md_tanh_s,pmf,proxquant_binary",
                    help="the (fewer) methods compiled for ResNet-18")
-    p.add_argument("--pieces", default="mlp,resnet20", help="models of the pieces part")
+    p.add_argument("--pieces", default="mlp,resnet20", help="models of the pieces part (mlp, resnet20)")
     p.add_argument("--startup", default="mlp,resnet20", help="jobs of the start-up part ('' none)")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--examples", type=int, default=512, help="synthetic training examples")
@@ -159,8 +160,9 @@ def markdown(payload) -> str:
             if "note" in r:
                 lines.append(f"| {r['model']} | {r['method']} | | | | | {r['note']} |")
                 continue
+            vs = "–" if r["cpu_vs_bare"] is None else f"{r['cpu_vs_bare']:.2f}"
             lines.append(f"| {r['model']} | {r['method']} | {r['compile_s']:.1f} | {r['compile_cpu_s']:.1f} | "
-                         f"{r['cpu_vs_bare']:.2f} | {r['lower_s']:.1f} | {r['hlo_kchars']:.0f} |")
+                         f"{vs} | {r['lower_s']:.1f} | {r['hlo_kchars']:.0f} |")
         lines.append("")
     if payload["pieces"]:
         lines += ["## Where the compile time goes (BinaryConnect, built up part by part)", "",
@@ -193,8 +195,9 @@ def main(argv=None):
         common.write(args.out, args.name, payload, markdown(payload))
 
     for model in [m for m in args.models.split(",") if m]:
-        bare = bare_step(model, args)
-        payload["methods"].append(dict(model=model, method="bare", cpu_vs_bare=1.0, **bare))
+        bare = bare_step(model, args) if model in BARE_MODELS else None
+        if bare:
+            payload["methods"].append(dict(model=model, method="bare", cpu_vs_bare=1.0, **bare))
         methods = args.methods_resnet18 if model == "resnet18" else args.methods
         for spec in compare.parse_specs(methods):
             print(f"{model} / {spec.label}", flush=True)
@@ -204,10 +207,10 @@ def main(argv=None):
                 note = "skipped: " + " ".join(str(e).split()).split(";")[0]
                 payload["methods"].append(dict(model=model, method=spec.label, note=note))
                 continue
-            payload["methods"].append(dict(model=model, method=spec.label,
-                                           cpu_vs_bare=r["compile_cpu_s"] / bare["compile_cpu_s"], **r))
+            payload["methods"].append(dict(model=model, method=spec.label, cpu_vs_bare=(
+                r["compile_cpu_s"] / bare["compile_cpu_s"] if bare else None), **r))
         write()
-    for model in [m for m in args.pieces.split(",") if m]:
+    for model in [m for m in args.pieces.split(",") if m in BARE_MODELS]:
         print(f"pieces: {model}", flush=True)
         payload["pieces"] += pieces(model, args)
         write()
