@@ -216,6 +216,7 @@ def main(argv=None):
         write()
     if args.startup:
         scratch = args.workdir or tempfile.mkdtemp(prefix="compile_time_")
+        os.makedirs(scratch, exist_ok=True)
         payload["startup"] = startup(args, scratch)
         write()
     return payload
