@@ -170,6 +170,8 @@ def make_train_step(exp: Experiment):
         bad_grads = _nonfinite_leaves(grads)
         bad_state = _nonfinite_leaves(_checked_state(new))
         finite = jnp.isfinite(loss) & ~jnp.any(bad_grads) & ~jnp.any(bad_state)
+        # one cond, not a where per leaf: XLA:CPU fused the whole finiteness check into
+        # every leaf's select (#leaves^2 instructions; ResNet-20 compiled 5x longer)
         new = jax.lax.cond(finite, lambda: new, lambda: dict(state, step=step + 1))
         metrics = dict(train_loss=loss,
                        train_accuracy=jnp.mean(jnp.argmax(aux.logits, -1) == labels),
@@ -614,8 +616,9 @@ def _train(exp: Experiment, plan, workdir: str, stop_after_steps, log, started, 
     # its meta, so that records average the same steps as in an uninterrupted run
     carried = _sums_from_json(meta.pop("metric_sums", None), empty_sums)
     eval_batch = make_eval_fn(exp)
-    test_batches = eval_batches(exp, exp.dataset.test)
-    val_batches = None if exp.dataset.validation is None else eval_batches(exp, exp.dataset.validation)
+    with _timed(timing, "data_s"):
+        test_batches = eval_batches(exp, exp.dataset.test)
+        val_batches = None if exp.dataset.validation is None else eval_batches(exp, exp.dataset.validation)
     split_mean = make_split_mean(exp, exp.dataset.train)
     eval_every = int(config.train.eval_every_steps) or exp.steps_per_epoch
     ckpt_every = int(config.train.checkpoint_every_steps) or eval_every
