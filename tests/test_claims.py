@@ -62,8 +62,10 @@ def test_every_claim_compares_two_methods_of_its_experiment():
         labels = [cl.label(m) for m in e.methods]     # parses every entry, presets included
         assert len(labels) == len(set(labels))
     for c in cl.CLAIMS:
-        assert c.a in experiments[c.experiment].methods, c
-        assert c.b in experiments[c.experiment].methods, c
+        ea, eb = experiments[c.experiment], experiments[c.b_experiment or c.experiment]
+        assert c.a in ea.methods and c.b in eb.methods, c
+        # a side from another experiment: the same base config, budget and seeds
+        assert (ea.config, ea.overrides, ea.seeds) == (eb.config, eb.overrides, eb.seeds), c
         assert c.relation in (">", ">=", "~") or c.relation.startswith("within:")
 
 
@@ -75,11 +77,17 @@ def test_the_table_holds_each_claims_sides_and_verdict(monkeypatch):
     exp = cl.Experiment("e", "configs/fp_digits.py", ("fp", "bc", "ste"))
     monkeypatch.setattr(cl, "EXPERIMENTS", (exp,))
     monkeypatch.setattr(cl, "CLAIMS", (cl.Claim("bc_vs_ste", "BC ≥ STE", "e", "bc", "ste", ">="),
-                                       cl.Claim("fp_vs_bc", "FP > BC", "e", "fp", "bc", ">")))
-    lines = cl.table({"e": _comparison([("bc", 0.88, 0.003, 3), ("ste", 0.87, 0.004, 3)])})
+                                       cl.Claim("fp_vs_bc", "FP > BC", "e", "fp", "bc", ">"),
+                                       cl.Claim("twn_vs_bc", "TWN ≈ BC", "f", "twn", "bc", "~", "e")))
+    lines = cl.table({"e": _comparison([("bc", 0.88, 0.003, 3), ("ste", 0.87, 0.004, 3)]),
+                      "f": _comparison([("twn", 0.8775, 0.001, 2)])})
     assert lines[2] == ("| BC ≥ STE | e | `bc` | `ste` | 88.00 ± 0.30 (n=3) | 87.00 ± 0.40 (n=3) | "
                         "yes | d = +1.00 vs 2se = 0.58: ahead |")
     assert lines[3].endswith("| – | – | not run | |")  # fp has no row
+    # B from another experiment; by hand 2se = 2 sqrt(0.1^2/2 + 0.3^2/3) = 2 sqrt(0.035) = 0.3742
+    assert lines[4] == ("| TWN ≈ BC | f / e | `twn` | `bc` | 87.75 ± 0.10 (n=2) | 88.00 ± 0.30 (n=3) | "
+                        "yes | d = -0.25 vs 2se = 0.37: tie |")
+    assert cl.table({})[2].endswith("not run | |")
 
 
 def test_a_tiny_experiment_runs_and_is_summarized(tmp_path, monkeypatch):
