@@ -229,14 +229,16 @@ def run(exp: Experiment, runs: str, out: str = OUT) -> None:
         raise SystemExit(f"{exp.name}: jaxquant.compare exited {done.returncode}")
     os.makedirs(out, exist_ok=True)
     for ext in ("md", "json", "png"):
-        shutil.copyfile(os.path.join(runs, exp.name, f"comparison.{ext}"),
+        shutil.copyfile(os.path.join(REPO, runs, exp.name, f"comparison.{ext}"),
                         os.path.join(out, f"{exp.name}.{ext}"))
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--only", default="", help="comma-separated experiments (default: all)")
-    p.add_argument("--runs", default=os.path.join(REPO, "runs", "claims"))
+    p.add_argument("--runs", default=os.path.join("runs", "claims"),
+                   help="where the runs go; relative paths are relative to the repository (a "
+                        "rerun resumes there: L-DNQ's warm start records this path)")
     p.add_argument("--out", default=OUT, help="where the comparisons and claims.md go")
     p.add_argument("--summary", action="store_true", help="only rebuild claims.md")
     args = p.parse_args(argv)
