@@ -619,28 +619,20 @@ def write_seed_table(rows: list[dict], path: str, header: str, text: bool = Fals
         f"accuracy of the hard-quantized network. {_EXPORT_NOTE}.")
 
 
-def _curve(workdir: str, text: bool = False) -> dict[int, float]:
-    """step -> test accuracy %, or test bits per byte (`text`), of a run's evaluations."""
+def _curve(workdir: str, key: str) -> dict[int, float]:
+    """step -> a metric of a run's records: test accuracy in %, or a loss (`key` ending in
+    _loss) in bits (nats / ln 2: bits per byte for a byte-level LM)."""
     from jaxquant.metrics import read_metrics
-    if text:
-        return {m["step"]: m["test_loss"] / math.log(2) for m in read_metrics(workdir)
-                if "test_loss" in m}
-    return {m["step"]: 100 * m["test_accuracy"] for m in read_metrics(workdir)
-            if "test_accuracy" in m}
+    scale = 1 / math.log(2) if key.endswith("_loss") else 100.0
+    return {m["step"]: scale * m[key] for m in read_metrics(workdir) if key in m}
 
 
-def plot(rows: list[dict], path: str, title: str, text: bool = False) -> str:
-    """comparison.png: test accuracy (hard-quantized network; test bits per byte for a
-    language model, `text`) vs step, one curve per method; for multi-seed rows the mean
-    over seeds at the steps every seed evaluated, with a ±1 std band."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def _draw(ax, rows: list[dict], key: str) -> None:
+    """One curve of `key` per row (mean over its seeds at the steps every seed recorded,
+    ±1 std band; a single step as a point with an error bar)."""
     import numpy as np
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in rows:
-        curves = [_curve(w, text) for w in r.get("workdirs", [r["workdir"]] if "workdir" in r else [])]
+        curves = [_curve(w, key) for w in r.get("workdirs", [r["workdir"]] if "workdir" in r else [])]
         curves = [c for c in curves if c]
         if not curves:
             continue
@@ -649,16 +641,35 @@ def plot(rows: list[dict], path: str, title: str, text: bool = False) -> str:
             continue
         ys = np.array([[c[s] for s in steps] for c in curves])
         mean = ys.mean(axis=0)
-        line, = ax.plot(steps, mean, label=r["label"] + (f" (n={len(curves)})" if len(curves) > 1 else ""),
-                        marker="." if len(steps) < 30 else None)
+        std = ys.std(axis=0, ddof=1) if len(curves) > 1 else np.zeros_like(mean)
+        label = r["label"] + (f" (n={len(curves)})" if len(curves) > 1 else "")
+        if len(steps) == 1:
+            ax.errorbar(steps, mean, yerr=std, fmt="o", capsize=4, label=label)
+            continue
+        line, = ax.plot(steps, mean, label=label, marker="." if len(steps) < 30 else None)
         if len(curves) > 1:
-            std = ys.std(axis=0, ddof=1)
             ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2)
-    ax.set(xlabel="step", title=title, ylabel="test bits per byte (hard-quantized)" if text
-           else "test accuracy % (hard-quantized)")
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
+
+
+def plot(rows: list[dict], path: str, title: str, text: bool = False) -> str:
+    """comparison.png: test accuracy of the hard-quantized network vs step, one curve per
+    method (mean over seeds, ±1 std band). For a language model (`text`) two panels:
+    the training loss (the training forward pass: soft / straight-through weights) and the
+    test loss of the hard-quantized network, both in bits per byte."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = ([("train_loss", "train bits per byte (training forward pass)"),
+               ("test_loss", "test bits per byte (hard-quantized)")] if text
+              else [("test_accuracy", "test accuracy % (hard-quantized)")])
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.5), squeeze=False)
+    for ax, (key, ylabel) in zip(axes[0], panels):
+        _draw(ax, rows, key)
+        ax.set(xlabel="step", ylabel=ylabel, title=title)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

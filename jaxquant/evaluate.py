@@ -2,11 +2,12 @@
 
 Loads the bit-packed weights written by `jaxquant.export`, rebuilds the model and
 dataset from the config stored in the manifest, and runs the trainer's own
-evaluation on the test split, so the accuracy equals the in-training accuracy of
-the hard-quantized network at that step exactly.
+evaluation on the test split, so the accuracy and the mean loss (for a byte-level
+language model: bits per byte = loss / ln 2) equal the in-training ones of the
+hard-quantized network at that step exactly.
 
-Exit status: 0 when the accuracy matches the one recorded at export (or none was
-recorded), 1 when it DIFFERS FROM it, 2 for an unreadable, corrupted or edited
+Exit status: 0 when the accuracy (and loss) match those recorded at export (or none was
+recorded), 1 when one DIFFERS FROM it, 2 for an unreadable, corrupted or edited
 export (a user error, with a message naming the file and field).
 """
 from __future__ import annotations

@@ -64,6 +64,9 @@ def load_lm(workdir: str | None = None, export: str | None = None) -> tuple[Any,
                             f"samples only from a byte-level LM run, e.g. "
                             f"configs/lm_fortunes_bitnet.py.")
     if not export:
+        if not os.path.isdir(os.path.join(workdir, checkpoints.CHECKPOINT_DIR)):
+            raise GenerateError(f"no checkpoint in {workdir} ({checkpoints.CHECKPOINT_DIR}/ is "
+                                f"missing): train the run first, or pass --export=<export dir>.")
         params, _, _ = checkpoints.load_weights(workdir)
     vocab = 256
     model = models.build(ml_collections.ConfigDict(model_cfg), vocab)

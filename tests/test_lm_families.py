@@ -215,3 +215,20 @@ def test_generate_cli_prints_a_sample_and_names_bad_runs(lm_run, tmp_path):
     assert p.returncode == 2 and "no checkpoint" in p.stderr and "Traceback" not in p.stderr
     with pytest.raises(generate.GenerateError, match="--temperature"):
         generate.sample(*generate.load_lm(workdir)[:2], b"x", 3, temperature=-1.0)
+
+
+def test_bitnet_is_a_public_name_like_the_other_baselines():
+    import jaxquant as jq
+    from jaxquant.methods import baselines
+    assert jq.bitnet is baselines.bitnet and "bitnet" in jq.__all__
+
+
+def test_md_tanh_s_ternary_lm_config_uses_the_compare_presets_annealing():
+    from conftest import load_config
+    c = load_config("lm_fortunes_md_tanh_s_ternary")
+    base = load_config("lm_fortunes_fp")
+    (spec,) = compare.parse_specs("md_tanh_s_ternary")
+    budget = compare.Budget(int(base.train.steps), 1000, float(base.optimizer.lr))
+    preset = compare.method_config(base, spec, budget, "w").method
+    assert c.method.to_dict() == {**preset.to_dict(), "beta_max": 1e35}
+    assert c.model.weight_scale == "learned" and c.train.steps == 300
