@@ -16,6 +16,7 @@ is a user error (exit status 2, one message naming the fix).
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 from typing import Any
@@ -87,14 +88,6 @@ def sample(model, params, prompt: bytes, n_bytes: int, temperature: float = 1.0,
     if not prompt:
         raise GenerateError("--prompt is empty; give at least one byte of context.")
     window = int(model.seq_len)
-
-    @jax.jit
-    def next_byte(tokens, length, key):
-        logits = model.apply({"params": params}, tokens[None])[0, length - 1]
-        if temperature == 0:
-            return jnp.argmax(logits)
-        return jax.random.categorical(key, logits / temperature)
-
     out = list(prompt)
     key = jax.random.PRNGKey(seed)
     for t in range(n_bytes):
@@ -103,8 +96,18 @@ def sample(model, params, prompt: bytes, n_bytes: int, temperature: float = 1.0,
         # influence position length - 1 (causal mask)
         tokens = np.zeros(window, np.int32)
         tokens[:len(context)] = context
-        out.append(int(next_byte(jnp.asarray(tokens), len(context), jax.random.fold_in(key, t))))
+        out.append(int(_next_byte(model, params, jnp.asarray(tokens), len(context),
+                                  jax.random.fold_in(key, t), jnp.float32(temperature))))
     return bytes(out)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _next_byte(model, params, tokens, length, key, temperature):
+    """The byte after tokens[:length]: argmax of the logits at temperature 0, else a draw
+    from softmax(logits / temperature). Compiled once per model (params are arguments)."""
+    logits = model.apply({"params": params}, tokens[None])[0, length - 1]
+    drawn = jax.random.categorical(key, logits / jnp.maximum(temperature, 1e-6))
+    return jnp.where(temperature > 0, drawn, jnp.argmax(logits))
 
 
 def main(argv):
