@@ -66,6 +66,7 @@ DEFAULTS = {
         ratio=0.7,                          # ternary: TWN threshold Delta = ratio * mean|theta|
         by_row=True,                        # multibit: one set of scales per output unit
         rounds=3,                           # multibit: greedy + (rounds - 1) alternating refinements
+        epoch_steps=0,                      # steps per epoch of the homotopy, freeze and reset; 0 = the data's
     ),
 }
 
@@ -261,6 +262,16 @@ def proxquant(optimizer: optax.GradientTransformation, learning_rate: optax.Scal
 
 
 def from_config(name: str, ctx: Context) -> Method:
-    """Build `proxquant` from the `config.method` keys listed in `DEFAULTS`."""
+    """Build `proxquant` from the `config.method` keys listed in `DEFAULTS`.
+
+    `epoch_steps` > 0 replaces the training split's epoch as the unit of the homotopy
+    lambda_t = reg_rate * floor(t / epoch_steps), of `freeze_epoch` and of the optimizer
+    reset: a budget shorter than one pass over the data (a language model on random
+    windows) has no epochs, and with the data's epoch lambda_t would stay 0."""
     kw = method_options("proxquant", name, ctx, DEFAULTS)
-    return proxquant(ctx.optimizer, ctx.learning_rate, ctx.steps_per_epoch, mask=ctx.mask, **kw)
+    epoch_steps = kw.pop("epoch_steps")
+    if isinstance(epoch_steps, bool) or not isinstance(epoch_steps, int) or epoch_steps < 0:
+        raise ConfigError(f"config.method.epoch_steps must be an integer >= 0 (0 = the training "
+                          f"split's epoch); got {epoch_steps!r}.")
+    return proxquant(ctx.optimizer, ctx.learning_rate, epoch_steps or ctx.steps_per_epoch,
+                     mask=ctx.mask, **kw)
