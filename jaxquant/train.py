@@ -206,12 +206,18 @@ def make_update(exp: Experiment):
     return update
 
 
+def _label_shape(split) -> tuple:
+    """The shape of one example's label: () for classes, (T,) for next-byte targets."""
+    return tuple(split.labels.shape[1:]) if split.in_memory else ()
+
+
 def empty_metric_sums(exp: Experiment, state) -> dict:
     """Zero metric sums (host arrays) in the structure `make_update` carries."""
     batch = int(exp.config.train.batch_size)
     shapes = jax.eval_shape(make_train_step(exp), state,
                             jax.ShapeDtypeStruct((batch, *exp.dataset.image_shape), jnp.uint8),
-                            jax.ShapeDtypeStruct((batch,), jnp.int32))[1]
+                            jax.ShapeDtypeStruct((batch, *_label_shape(exp.dataset.train)),
+                                                 jnp.int32))[1]
     zero = lambda dtype, shape=(): np.zeros(shape, dtype)  # noqa: E731
     return dict(sums={k: zero(np.float32) for k in shapes if k not in _FLAGS},
                 steps=zero(np.int32), bad=zero(np.int32), first_bad=zero(np.int32),
