@@ -18,11 +18,12 @@ from jaxquant.models.transformer import QUANT_INCLUDE
 
 def get_config():
     c = base_config()
-    c.dataset.update(name="fortunes", seq_len=128)
-    c.model = dict(name="transformer", layers=2, width=128, heads=4, seq_len=128, mlp_ratio=4)
+    c.dataset.update(name="fortunes", seq_len=64)
+    c.model = dict(name="transformer", layers=2, width=64, heads=4, seq_len=64, mlp_ratio=4,
+                   weight_scale="learned")
     c.quant.update(include=list(QUANT_INCLUDE))
-    c.optimizer.update(name="adam", lr=3e-3)
+    c.optimizer.update(name="adam", lr=5e-3)
     c.schedule.update(kind="cosine", warmup=20)
-    c.train.update(batch_size=32, steps=150, eval_every_steps=150, log_every_steps=50,
+    c.train.update(batch_size=32, steps=200, eval_every_steps=100, log_every_steps=50,
                    eval_batch_size=256)
     return c

@@ -84,7 +84,7 @@ _CACHE = flags.DEFINE_string(
     "$JAXQUANT_COMPILATION_CACHE, else ~/.cache/jaxquant/jax); 'off' disables it.")
 flags.mark_flags_as_required(["config", "workdir"])
 
-CACHE_ENV = "JAXQUANT_COMPILATION_CACHE"
+from jaxquant.compile_cache import CACHE_ENV, compilation_cache_dir, enable_compilation_cache  # noqa: E402,F401
 
 EXIT_USER_ERROR = 2
 EXIT_SIGNAL_BASE = 128  # preempted by signal N: exit 128 + N, after saving a checkpoint
@@ -134,31 +134,6 @@ def main(argv):
         print(size)
     print(f"test accuracy: {100 * result['test_accuracy']:.2f}% "
           f"(hard-quantized network, step {result['step']}, workdir {_WORKDIR.value})")
-
-
-def compilation_cache_dir(value: str | None) -> str | None:
-    """The compilation cache directory `--compilation_cache=value` asks for (None: off)."""
-    if value is None:
-        value = os.environ.get(CACHE_ENV)
-    if value is None:
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        value = os.path.join(base, "jaxquant", "jax")
-    if value.strip().lower() in ("", "off", "none", "0", "false"):
-        return None
-    return os.path.abspath(os.path.expanduser(value))
-
-
-def enable_compilation_cache(value: str | None) -> str | None:
-    """Turn on JAX's persistent compilation cache in `compilation_cache_dir(value)`, for
-    every compiled function (no minimum compile time or size); returns the directory."""
-    path = compilation_cache_dir(value)
-    if path is None:
-        return None
-    import jax
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    return path
 
 
 def _size_line(workdir: str) -> str | None:

@@ -24,7 +24,9 @@ Models (`config.model.name`):
   transformer          decoder-only pre-LN byte LM (`transformer.py`): `layers` (4), `width`
                        (256), `heads` (4), `seq_len` (256, the longest input), `mlp_ratio` (4),
                        `absmax_act_bits` (0 = off; 8 = BitNet b1.58's per-token absmax
-                       activations at the projection inputs); vocab = num_classes (256 for
+                       activations at the projection inputs), `weight_scale` ('none' | 'learned':
+                       a learned per-projection scalar after the matmul, kernels in level units
+                       U(-1, 1), for methods with unscaled levels); vocab = num_classes (256 for
                        bytes). Input: int tokens (B, T); output logits (B, T, vocab). The DoReFa
                        switch `act_bits` does not apply (use `absmax_act_bits`).
   lstm                 byte LSTM LM (`lstm.py`, ProxQuant's quantized LSTM): embedding ->
@@ -73,7 +75,7 @@ from jaxquant.models.resnet18 import STEMS, ResNet18
 from jaxquant.models.resnet_cifar import CifarResNet
 from jaxquant.models.resnet_imagenet import ImageNetResNet
 from jaxquant.models.resnet20q import ResNet20Q
-from jaxquant.models.transformer import TransformerLM
+from jaxquant.models.transformer import WEIGHT_SCALES, TransformerLM
 from jaxquant.models.vgg import VGG16
 
 __all__ = ["build", "names", "Switches", "MLP", "LeNet5", "CifarResNet", "ResNet18", "VGG16",
@@ -92,7 +94,8 @@ _DEFAULTS = {
     **{f"resnet{d}": {} for d in (34, 50, 101, 152)},
     "mobilenet_v2": dict(width=1.0),
     "resnet20q": dict(depth=20, expand=5, switchable_bn=True),
-    "transformer": dict(layers=4, width=256, heads=4, seq_len=256, mlp_ratio=4, absmax_act_bits=0),
+    "transformer": dict(layers=4, width=256, heads=4, seq_len=256, mlp_ratio=4, absmax_act_bits=0,
+                        weight_scale="none"),
     "lstm": dict(layers=1, hidden=300, embed=0),
 }
 
@@ -182,9 +185,14 @@ def _transformer(cfg, n, sw):
     if isinstance(act, bool) or act not in (0, *range(2, 9)):
         raise ConfigError(f"config.model.absmax_act_bits must be 0 (off) or an integer in 2..8 "
                           f"(8 = BitNet b1.58); got {act!r}.")
+    scale = _get(cfg, "weight_scale")
+    if scale not in WEIGHT_SCALES:
+        raise ConfigError(f"config.model.weight_scale must be one of {', '.join(WEIGHT_SCALES)}; "
+                          f"got {scale!r}.")
     return TransformerLM(vocab=n, layers=_positive_int(cfg, "layers"), width=width, heads=heads,
                          seq_len=_positive_int(cfg, "seq_len"),
-                         mlp_ratio=_positive_int(cfg, "mlp_ratio"), absmax_act_bits=int(act), sw=sw)
+                         mlp_ratio=_positive_int(cfg, "mlp_ratio"), absmax_act_bits=int(act),
+                         weight_scale=scale, sw=sw)
 
 
 def _lstm(cfg, n, sw):
