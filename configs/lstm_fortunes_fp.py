@@ -23,6 +23,6 @@ def get_config():
     c.quant.update(include=list(QUANT_INCLUDE))
     c.optimizer.update(name="adam", lr=3e-3)
     c.schedule.update(kind="cosine", warmup=20)
-    c.train.update(batch_size=32, steps=300, eval_every_steps=100, log_every_steps=50,
+    c.train.update(batch_size=32, steps=300, eval_every_steps=150, log_every_steps=50,
                    eval_batch_size=512)
     return c

@@ -23,5 +23,5 @@ import os, runpy  # noqa: E401
 def get_config():
     c = runpy.run_path(os.path.join(os.path.dirname(__file__), "lstm_fortunes_fp.py"))["get_config"]()
     c.method = dict(name="proxquant", kind="multibit", bits=2, projection_mode="prox",
-                    reg_rate=2.6, freeze_epoch=10, epoch_steps=20)
+                    reg_rate=2.6, freeze_epoch=10, epoch_steps=20, reset_optimizer_every_epoch=False)
     return c

@@ -203,3 +203,23 @@ def test_proxquant_multibit_and_the_ste_baseline_train_a_tiny_lstm(tmp_path, mod
         assert max(len(np.unique(q[:, j])) for j in range(q.shape[1])) <= 4  # 2 bits per output unit
     assert np.abs(latent["embed"]["embedding"]).max() > 0  # full precision, trained, not projected
     np.testing.assert_array_equal(exp.method.project(latent)["head"]["kernel"], latent["head"]["kernel"])
+
+
+def test_compare_presets_run_both_methods_on_one_homotopy_with_bits_by_override():
+    from jaxquant import compare
+    base = base_config()
+    budget = compare.Budget(total_steps=300, steps_per_epoch=1150, lr=3e-3)  # < 1 pass: pseudo-epochs
+    got = {}
+    for spec in compare.parse_specs("proxquant_multibit:bits=3,lazy_multibit:bits=1"):
+        got[spec.name] = compare.method_config(base, spec, budget, "/unused").method.to_dict()
+    # 15 pseudo-epochs of 20 steps, freeze at 10; reg_rate = 15.6 / (3e-3 * 20 * 10^2) = 2.6
+    common = dict(name="proxquant", kind="multibit", epoch_steps=20, freeze_epoch=10, reg_rate=2.6,
+                  reset_optimizer_every_epoch=False)
+    assert got["proxquant_multibit"] == dict(common, projection_mode="prox", bits=3)
+    assert got["lazy_multibit"] == dict(common, projection_mode="lazy", bits=1)
+    # the single-run configs carry the same schedule (their budget is the comparison's)
+    from conftest import load_config
+    for name, mode in (("lstm_fortunes_proxquant", "prox"), ("lstm_fortunes_ste_multibit", "lazy")):
+        c = load_config(name)
+        assert c.train.steps == 300 and c.optimizer.lr == 3e-3 and c.model.name == "lstm"
+        assert dict(c.method) == dict(common, projection_mode=mode, bits=2)
