@@ -31,7 +31,7 @@ trains E epochs with the prox, and 0 means never freeze. kind='multibit' follows
 code's 'mean' prox (one alternating quantization per step; used in the paper for LSTMs,
 not by its CIFAR scripts).
 
-Quantized LSTM (the paper's Section 5, code never released): kind='multibit' with 1, 2, 3
+Quantized LSTM (the paper's LSTM experiment, code never released): kind='multibit' with 1, 2, 3
 bits, against the 'lazy' mode of the same kind (the straight-through gradient method with
 Xu et al. 2018's alternating quantizer, eq. 3: theta_{t+1} = theta_t - eta_t grad L(q(theta_t))).
 At 1 bit q is mean|theta| sign(theta) per row: a scaled binary, not the unscaled sign of

@@ -22,11 +22,11 @@ Embedding, biases and head stay full precision by default; `QUANT_INCLUDE_ALL` a
 embedding and head matrices (Xu et al. also quantize those; the ProxQuant paper does not say,
 and its LSTM code was never released), selectable with `config.quant.include`.
 
-Sizes. Paper (ProxQuant after Xu et al. 2018, word-level Penn Treebank, 10k words): one
-layer, 300 hidden units, embedding 300, BPTT 30 (Xu et al.'s setup, dropout 0.5). Here the
-vocabulary is 256 bytes and the sizes are config keys (`layers`, `hidden`, `embed`); the CPU
-configs (configs/lstm_fortunes_*.py) use one layer of 128. No dropout: the trainer has no
-dropout rng.
+Sizes. Paper (ProxQuant following Xu et al. 2018's setup, word-level Penn Treebank, 10k
+words): one LSTM layer of 300 hidden units (the default here); Xu et al.'s embedding size,
+unroll length and dropout could not be checked offline. Here the vocabulary is 256 bytes and
+the sizes are config keys (`layers`, `hidden`, `embed`); the CPU configs
+(configs/lstm_fortunes_*.py) use one layer of 128. No dropout: the trainer has no dropout rng.
 """
 from __future__ import annotations
 
