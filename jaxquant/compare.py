@@ -416,9 +416,13 @@ def run_method(spec: Spec, config, workdir: str, *, overwrite: bool = False,
     from jaxquant import export
     row = dict(label=spec.label, method=str(config.method.name),
                method_config=config.method.to_dict(), workdir=workdir, error=None)
-    from jaxquant.checkpoints import CHECKPOINT_DIR
-    if overwrite or not os.path.isdir(os.path.join(workdir, CHECKPOINT_DIR)):
-        shutil.rmtree(workdir, ignore_errors=True)  # no training progress to keep there
+    from jaxquant import workdir as workdirs
+    try:  # refuses a folder with foreign files, or a run of another config without overwrite
+        if workdirs.plan(workdir, config, overwrite=overwrite).action == "replace":
+            shutil.rmtree(workdir)
+    except UserError as e:
+        row["error"] = " ".join(str(e).split())
+        return row
     os.makedirs(workdir, exist_ok=True)
     log_path = os.path.join(workdir, "compare.log")
     tee = _Tee(log_path, lambda line: echo(f"  {tag} {line}"))
@@ -727,11 +731,12 @@ def _cli():
     from absl import app, flags, logging
     from ml_collections import config_flags
 
+    from jaxquant import cli_config
     from jaxquant.export import fail
 
-    config_flag = config_flags.DEFINE_config_file(
-        "config", None, "Base experiment config (dataset, model, optimizer, budget); override "
-        "fields with --config.section.key=value.", lock_config=True)
+    config_flag = cli_config.define_config_flag(
+        "Base experiment config (dataset, model, optimizer, budget); override fields with "
+        "--config.section.key=value (any key of its model, set by the file or not).")
     methods_flag = flags.DEFINE_string(
         "methods", "fp,bc,bwn,dorefa", "Comma-separated presets or method names, each "
         "optionally with :key=value overrides. Presets: " + ", ".join(sorted(PRESETS)) + ".")
@@ -769,15 +774,7 @@ def _cli():
         except Interrupted as e:  # preemption: like jaxquant.main, not an error
             print(f"stopped: {e}", flush=True)
 
-    def parse(argv):
-        try:
-            return flags.FLAGS(argv)
-        except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError,
-                SyntaxError) as e:
-            fail(f"{e}. Check the flag, or the override's section/key and value type against "
-                 f"the config file.")
-
-    app.run(main, flags_parser=parse)
+    app.run(main, flags_parser=lambda argv: cli_config.parse_flags(argv, fail))
 
 
 if __name__ == "__main__":
