@@ -8,9 +8,10 @@ frozen at `freeze_epoch`; embedding, biases and head full precision. Bits: 1, 2,
 paper (`--config.method.bits=1`; 2 here by default).
 Paper vs this config: the paper's LSTM code was never released (its README: "TBA"), so this
 follows the paper's description: plain Adam (no per-epoch optimizer rebuild, which only the
-CIFAR code does), Xu et al.'s row-wise alternating quantizer, weight-only quantization of the
-LSTM. Its word-level PTB, 300 hidden units and long training become bytes of fortunes, 128
-units and 300 steps; one pass over fortunes' ~36k training windows takes ~1100 steps, so the
+CIFAR code does), Xu et al.'s row-wise alternating quantizer (the released CIFAR code's
+multi-bit default is per tensor, by_row=False), weight-only quantization of the LSTM. Its
+word-level PTB, 300 hidden units and long training become bytes of fortunes, 128 units and
+300 steps from scratch; one pass over fortunes' ~36k training windows takes ~1100 steps, so the
 homotopy counts `epoch_steps` = 20-step "epochs" (15 in the budget), lambda_t = reg_rate * epoch
 with reg_rate scaled as `compare._homotopy` scales the CIFAR one (same accumulated prox
 strength at lr 3e-3), freeze at 2/3 of the budget.

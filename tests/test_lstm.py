@@ -11,7 +11,6 @@ import optax
 import pytest
 
 from jaxquant import methods, models, train
-from jaxquant import quantizers as Q
 from jaxquant.config import base_config
 from jaxquant.errors import ConfigError
 from jaxquant.masks import param_paths, quant_mask
@@ -57,7 +56,6 @@ def _numpy_lstm_lm(p, tokens):
 def test_recurrence_matches_a_hand_unrolled_numpy_lstm(layers):
     model, v, tokens = _build(layers=layers)
     # non-trivial biases so every gate term matters
-    v = jax.tree.map(lambda a: a, v)
     v["params"]["lstm0"]["ih"]["bias"] = jnp.linspace(-1.0, 1.0, 12)
     v["params"]["head"]["bias"] = jnp.linspace(-0.5, 0.5, 256)
     np.testing.assert_allclose(model.apply(v, tokens), _numpy_lstm_lm(v["params"], tokens),
