@@ -148,6 +148,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     "proxquant_ternary_lm": dict(method=dict(name="proxquant", kind="ternary",
                                              projection_mode="prox",
                                              reset_optimizer_every_epoch=True, anneal=_homotopy())),
+    # ProxQuant's quantized LSTM (its code was never released: plain Adam, as the paper
+    # describes): the multi-bit prox vs the straight-through gradient method on the same
+    # alternating quantizer (Xu et al. 2018), `bits` 1..3 by override (proxquant_multibit:bits=3)
+    "proxquant_multibit": dict(method=dict(name="proxquant", kind="multibit", projection_mode="prox",
+                                           anneal=_homotopy())),
+    "lazy_multibit": dict(method=dict(name="proxquant", kind="multibit", projection_mode="lazy",
+                                      anneal=_homotopy())),
     "metaquant": dict(method=dict(name="metaquant", forward="dorefa", bits=1, meta_net="multifc")),
     "metaquant_fcgrad": dict(method=dict(name="metaquant", forward="dorefa", bits=1,
                                          meta_net="fcgrad")),

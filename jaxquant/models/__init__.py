@@ -29,6 +29,10 @@ Models (`config.model.name`):
                        U(-1, 1), for methods with unscaled levels); vocab = num_classes (256 for
                        bytes). Input: int tokens (B, T); output logits (B, T, vocab). The DoReFa
                        switch `act_bits` does not apply (use `absmax_act_bits`).
+  lstm                 byte LSTM LM (`lstm.py`, ProxQuant's quantized LSTM): embedding ->
+                       `layers` (1) LSTM layers of `hidden` (300) units -> head; `embed` (0 =
+                       `hidden`). Input int tokens (B, T), any T; output logits (B, T, vocab).
+                       Param paths `lstm{l}/ih/kernel`, `lstm{l}/hh/kernel`, `lstm{l}/ih/bias`.
 
 `python -m jaxquant.convert` imports torchvision checkpoints of resnet18 (as
 stem='imagenet'), resnet34/50/101/152 and mobilenet_v2.
@@ -64,6 +68,7 @@ import flax.linen as nn
 from jaxquant.models import layers
 from jaxquant.models.layers import Switches, switches_from_config
 from jaxquant.models.lenet import LeNet5
+from jaxquant.models.lstm import LSTMLM
 from jaxquant.models.mlp import MLP
 from jaxquant.models.mobilenet import MobileNetV2
 from jaxquant.models.resnet18 import STEMS, ResNet18
@@ -74,7 +79,8 @@ from jaxquant.models.transformer import WEIGHT_SCALES, TransformerLM
 from jaxquant.models.vgg import VGG16
 
 __all__ = ["build", "names", "Switches", "MLP", "LeNet5", "CifarResNet", "ResNet18", "VGG16",
-           "ImageNetResNet", "MobileNetV2", "ResNet20Q", "TransformerLM"]
+           "ImageNetResNet", "MobileNetV2", "ResNet20Q", "TransformerLM",
+           "LSTMLM"]
 
 
 # The model-specific `config.model` keys with their defaults (besides the
@@ -90,6 +96,7 @@ _DEFAULTS = {
     "resnet20q": dict(depth=20, expand=5, switchable_bn=True),
     "transformer": dict(layers=4, width=256, heads=4, seq_len=256, mlp_ratio=4, absmax_act_bits=0,
                         weight_scale="none"),
+    "lstm": dict(layers=1, hidden=300, embed=0),
 }
 
 
@@ -188,6 +195,17 @@ def _transformer(cfg, n, sw):
                          weight_scale=scale, sw=sw)
 
 
+def _lstm(cfg, n, sw):
+    if sw.act_bits:
+        raise ConfigError("config.model.act_bits (DoReFa activations) does not apply to the LSTM; "
+                          "ProxQuant quantizes its weights only. Set config.model.act_bits=0.")
+    embed = _get(cfg, "embed")
+    if isinstance(embed, bool) or not isinstance(embed, int) or embed < 0:
+        raise ConfigError(f"config.model.embed must be 0 (= hidden) or a positive integer; got {embed!r}.")
+    return LSTMLM(vocab=n, layers=_positive_int(cfg, "layers"), hidden=_positive_int(cfg, "hidden"),
+                  embed=embed, sw=sw)
+
+
 _REGISTRY: dict[str, Callable[[Any, int, Switches], nn.Module]] = {
     "mlp": _mlp,
     "lenet5": _lenet5,
@@ -198,6 +216,7 @@ _REGISTRY: dict[str, Callable[[Any, int, Switches], nn.Module]] = {
     "mobilenet_v2": _mobilenet_v2,
     "resnet20q": _resnet20q,
     "transformer": _transformer,
+    "lstm": _lstm,
 }
 
 
