@@ -12,9 +12,13 @@ the CIFAR-10 JPEG pipeline, and a short CIFAR-10 training, inside a time budget.
     resident batch;
 (c) a short CIFAR-10 training of fp, bc, md_tanh_s, pmf, proxquant_binary on ResNet-20
     (Adam 1e-3, cosine, batch 128, the compare presets) for as many epochs as the budget
-    left allows, test accuracy of the hard-quantized network after every epoch.
+    left allows, test accuracy of the hard-quantized network after every epoch;
+(d) the step time of the byte-level transformer LM (4 layers x 256 wide, windows of 256
+    bytes, batch 64, learned per-projection weight scale as configs/lm_fortunes_fp.py):
+    full precision vs BitNet b1.58 ternary vs MD-tanh-S ternary, interleaved rounds.
 
-Writes <out>/gpu_step_time.{json,md}, gpu_data.{json,md}, gpu_train.{json,md}
+Writes <out>/gpu_step_time.{json,md}, gpu_data.{json,md}, gpu_train.{json,md},
+gpu_lm_step_time.{json,md}
 (<prefix>_* with --prefix). `--dry-run`: CPU, tiny sizes, a random image folder;
 the test suite runs it so that this script cannot rot.
 
@@ -37,6 +41,10 @@ sys.path.insert(0, HERE)
 from trainer_overhead import random_image_folder  # noqa: E402  (bench/, no jax import)
 
 TRAIN_METHODS = "fp,bc,md_tanh_s,pmf,proxquant_binary"
+LM_METHODS = "fp,bitnet,md_tanh_s_ternary"
+LM_MODEL = dict(name="transformer", layers=4, width=256, heads=4, seq_len=256, mlp_ratio=4,
+                weight_scale="learned")
+LM_BATCH = 64
 
 
 def parse(argv=None):
@@ -54,8 +62,12 @@ def parse(argv=None):
     p.add_argument("--max-epochs", type=int, default=30)
     p.add_argument("--compile-threads", type=int, default=8)
     p.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes (the test suite)")
+    p.add_argument("--lm-methods", default=LM_METHODS)
     args = p.parse_args(argv)
+    args.lm_model, args.lm_batch = dict(LM_MODEL), LM_BATCH
     if args.dry_run:
+        args.lm_model.update(layers=1, width=16, heads=2, seq_len=16)
+        args.lm_batch = 4
         args.batch, args.rounds, args.steps, args.max_epochs = 8, 1, 1, 1
         args.models = "resnet20"
         args.methods = args.methods or "fp,bc"
@@ -151,6 +163,65 @@ def torch_step(model: str, batch: int):
     torch.backends.cudnn.benchmark = True
     return TorchStep(batch, model, device=device), (
         f"torch {torch.__version__} on {device}, cudnn.benchmark on")
+
+
+# ------------------------------------------------------------------ (d) language model
+
+def lm_step_times(args, scratch: str, log=print) -> list[dict]:
+    """Step time of the transformer LM per method of `args.lm_methods` (compare presets),
+    the trainer's real step on windows of a random byte file, interleaved rounds."""
+    import ml_collections
+    import numpy as np
+    import common
+    from jaxquant import compare
+    from jaxquant.config import base_config
+    from jaxquant.data import text
+    from jaxquant.models.transformer import QUANT_INCLUDE
+    seq, batch = args.lm_model["seq_len"], args.lm_batch
+    path = os.path.join(scratch, "lm_bytes.bin")
+    with open(path, "wb") as f:
+        f.write(np.random.default_rng(0).integers(0, 256, 40 * (seq + 1) * batch, np.uint8).tobytes())
+    ds = text.dataset(f"text_file:{path}", seq)
+    specs = compare.parse_specs(args.lm_methods)
+    steps, notes = {}, {}
+    for spec in specs:
+        c = base_config()
+        c.dataset.update(name="synthetic:lm", seq_len=seq)  # a ':' name; Step patches data.load
+        c.model = ml_collections.ConfigDict(args.lm_model)
+        c.quant.update(include=list(QUANT_INCLUDE))
+        c.train.update(batch_size=batch, steps=100_000)
+        c = compare.method_config(c, spec, compare.Budget(100_000, 1000), workdir="")
+        step, why = common.try_build(c, ds)
+        if step is None:
+            notes[spec.label] = why
+        else:
+            steps[spec.label] = step
+        log(f"  transformer / {spec.label}: " + (why or f"compiled in {step.compile_seconds:.1f} s"))
+    times = common.interleaved({label: s.run for label, s in steps.items()}, args.rounds, args.steps)
+    rows = common.step_rows("transformer", specs, steps, times, notes, batch, None)
+    for r in rows:
+        if "images_per_s" in r:
+            r["tokens_per_s"] = r["images_per_s"] * seq
+    return rows
+
+
+def md_lm(rows, machine, args) -> str:
+    m = args.lm_model
+    lines = ["# Transformer LM step time: full precision vs ternary", "",
+             f"Machine: {machine}. {m['layers']} layers x {m['width']} wide, {m['heads']} heads, "
+             f"windows of {m['seq_len']} bytes, batch {args.lm_batch}, learned per-projection "
+             f"weight scale (configs/lm_fortunes_fp.py's model); the trainer's real step; "
+             f"{args.rounds} interleaved rounds of {args.steps} steps; ratio = median over rounds "
+             f"of (method step / fp step in the same round).", "",
+             "| method | step (ms) | tokens/s | ratio vs fp | compile (s) | note |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        if "step_ms" not in r:
+            lines.append(f"| {r['method']} | | | | | {r.get('note', '')} |")
+            continue
+        lines.append(f"| {r['method']} | {r['step_ms']:.2f} | {r['tokens_per_s']:,.0f} | "
+                     f"{r['ratio_vs_fp']:.2f} | {r['compile_s']:.1f} | |")
+    return "\n".join(lines) + "\n"
 
 
 # ------------------------------------------------------------------ (b) data
@@ -340,6 +411,11 @@ def main(argv=None):
     print("(b) data pipeline", flush=True)
     d = data_pipeline(args, folder, scratch, args.batch, fp_steps.get("resnet20"), log)
     save(args, "data", dict(args=vars(args), machine=common.machine(), **d), md_data(d, machine))
+
+    print("(d) language model step time", flush=True)
+    lm_rows = lm_step_times(args, scratch, log)
+    save(args, "lm_step_time", dict(args=vars(args), machine=common.machine(), rows=lm_rows),
+         md_lm(lm_rows, machine, args))
 
     print("(c) short training", flush=True)
     r20 = [r for r in rows if r.get("model") == "resnet20" and "step_ms" in r and r["method"] != "fp"

@@ -2,9 +2,18 @@
 
 The paper protocol at CPU size: every tensor binary (first/last layer, biases), BN
 non-affine, xavier-uniform init, Adam 1e-3, weight decay 1e-4, lr x0.3 every 6 epochs of 20 (the
-paper's 30k of 100k), beta_t = 1.1^ceil(t/100) capped at 1e4, rounded net evaluated on
-a 5k validation split every 200 steps, best reported on test; the pmf repo's rules
-(`jacobian='pmf_code'`, `logit_init='xavier_wide'`, as the PMF table configs).
+paper's 30k of 100k), rounded net evaluated on a 5k validation split every 200 steps, best
+reported on test; the pmf repo's rules (`jacobian='pmf_code'`, `logit_init='xavier_wide'`,
+as the PMF table configs).
+
+Annealing beta_t = 1.1^ceil(t / 86), capped at 1e4: the paper's CIFAR-10 ResNet-18 schedule
+(1.1 every 1,000 of 100k iterations, 100 increases, at the 1e4 cap from iteration 97k)
+scaled to this run's 8,580 steps, so beta makes the same 100 increases and reaches the
+cap at step ~8.3k, as the paper's does at 97% of its run (every PMF table cell ends at the
+cap). Keeping the paper's bti in steps (the former 1.1 every 100) made 86 increases and
+ended at beta ~ 3.6e3, the unscaled-schedule problem of the MD-tanh-S config
+(`md_tanh_s_fashion_mnist.py`). The same scaling is what `jaxquant.compare`'s `pmf` preset
+does on any budget; measured with it: README "Claims" (Fashion-MNIST MLP, 3 seeds).
 """
 from jaxquant.config import base_config
 
@@ -13,7 +22,7 @@ def get_config():
     c = base_config()
     c.dataset.update(name="fashion_mnist", validation=5_000)
     c.model.update(name="lenet5", affine_bn=False, init="xavier_uniform")
-    c.method = dict(name="pmf", levels=2, bts=1.1, bti=100, beta_max=1e4, jacobian="pmf_code",
+    c.method = dict(name="pmf", levels=2, bts=1.1, bti=86, beta_max=1e4, jacobian="pmf_code",
                     logit_init="xavier_wide")
     c.quant.update(include=(".*",))
     c.optimizer.update(name="adam", lr=1e-3, weight_decay=1e-4)

@@ -24,7 +24,8 @@ _EXPORTS = {
     "Context": ("jaxquant.methods.base", "Context"),
     "Method": ("jaxquant.methods.base", "Method"),
     **{n: ("jaxquant.methods.baselines", n)
-       for n in ("binary_connect", "bwn", "clip_latents", "dorefa", "ste")},
+       for n in ("binary_connect", "bitnet", "bwn", "clip_latents", "dorefa", "lazy_projection",
+                 "ste")},
     **{n: ("jaxquant.methods.mirror", n)
        for n in ("beta_schedule", "gd_tanh", "md_softmax", "md_softmax_s", "md_tanh",
                  "md_tanh_s", "mirror_step", "pmf")},

@@ -83,13 +83,25 @@ def _homotopy(paper_reg_rate: float = 1e-4, paper_freeze: int = 200,
     to the budget: the freeze falls at 2/3 of it (paper: 200 of 300 epochs), and reg_rate
     keeps the paper's accumulated prox strength sum_t lr reg_rate epoch(t) ~ lr * reg_rate *
     steps_per_epoch * freeze^2 / 2 (paper: Adam lr 0.01 constant), using the base config's
-    lr where the budget knows it (the scaling configs/proxquant_binary_digits.py uses)."""
+    lr where the budget knows it (the scaling configs/proxquant_binary_digits.py uses).
+    A budget of fewer than 3 epochs counts 15 pseudo-epochs instead (`epoch_steps`)."""
     def make(budget: Budget) -> dict:
-        freeze = max(round(2 * budget.epochs / 3), 1)
+        extra, spe = {}, max(budget.steps_per_epoch, 1)
+        if budget.epochs < _MIN_HOMOTOPY_EPOCHS:
+            # shorter than a few passes over the data (a language model on random windows):
+            # the homotopy counts pseudo-epochs of total / 15 steps (the paper's 300 epochs
+            # / 20), and Adam is not rebuilt at each of them (that would restart it every
+            # few steps; the code rebuilds it every 390)
+            spe = max(budget.total_steps // _PSEUDO_EPOCHS, 1)
+            extra = dict(epoch_steps=spe, reset_optimizer_every_epoch=False)
+        freeze = max(round(2 * budget.total_steps / spe / 3), 1)
         work = paper_lr * paper_reg_rate * paper_steps_per_epoch * paper_freeze ** 2
-        rate = work / ((budget.lr or paper_lr) * max(budget.steps_per_epoch, 1) * freeze ** 2)
-        return dict(reg_rate=float(f"{rate:.3g}"), freeze_epoch=freeze)
+        rate = work / ((budget.lr or paper_lr) * spe * freeze ** 2)
+        return dict(reg_rate=float(f"{rate:.3g}"), freeze_epoch=freeze, **extra)
     return make
+
+
+_MIN_HOMOTOPY_EPOCHS, _PSEUDO_EPOCHS = 3, 15
 
 
 # label -> overlay of the base config: `method` (config.method; a value that is a function
@@ -123,6 +135,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                             anneal=_anneal())),
     "pmf_ternary": dict(method=dict(name="pmf", levels=3, beta_max=1e4, **_MD_OFFICIAL["pmf"],
                                     anneal=_anneal())),
+    **{f"{m}_ternary": dict(method=dict(name=m, levels=3, **_MD_OFFICIAL[m], anneal=_anneal()))
+       for m in ("md_tanh_s", "md_softmax_s")},
     # ProxQuant as its code ran it: the homotopy and freeze scaled to the budget, and Adam
     # rebuilt every epoch (utils.adjust_optimizer; the published numbers come from it).
     "proxquant_binary": dict(method=dict(name="proxquant", kind="binary", projection_mode="prox",
@@ -130,6 +144,17 @@ PRESETS: dict[str, dict[str, Any]] = {
     "proxquant_ternary": dict(method=dict(name="proxquant", kind="ternary", projection_mode="prox",
                                           reset_optimizer_every_epoch=True, anneal=_homotopy()),
                               quant=_PAPER_TERNARY_QUANT),
+    # the same on the layers the base config quantizes (a transformer LM has no stem)
+    "proxquant_ternary_lm": dict(method=dict(name="proxquant", kind="ternary",
+                                             projection_mode="prox",
+                                             reset_optimizer_every_epoch=True, anneal=_homotopy())),
+    # ProxQuant's quantized LSTM (its code was never released: plain Adam, as the paper
+    # describes): the multi-bit prox vs the straight-through gradient method on the same
+    # alternating quantizer (Xu et al. 2018), `bits` 1..3 by override (proxquant_multibit:bits=3)
+    "proxquant_multibit": dict(method=dict(name="proxquant", kind="multibit", projection_mode="prox",
+                                           anneal=_homotopy())),
+    "lazy_multibit": dict(method=dict(name="proxquant", kind="multibit", projection_mode="lazy",
+                                      anneal=_homotopy())),
     "metaquant": dict(method=dict(name="metaquant", forward="dorefa", bits=1, meta_net="multifc")),
     "metaquant_fcgrad": dict(method=dict(name="metaquant", forward="dorefa", bits=1,
                                          meta_net="fcgrad")),
@@ -391,9 +416,13 @@ def run_method(spec: Spec, config, workdir: str, *, overwrite: bool = False,
     from jaxquant import export
     row = dict(label=spec.label, method=str(config.method.name),
                method_config=config.method.to_dict(), workdir=workdir, error=None)
-    from jaxquant.checkpoints import CHECKPOINT_DIR
-    if overwrite or not os.path.isdir(os.path.join(workdir, CHECKPOINT_DIR)):
-        shutil.rmtree(workdir, ignore_errors=True)  # no training progress to keep there
+    from jaxquant import workdir as workdirs
+    try:  # refuses a folder with foreign files, or a run of another config without overwrite
+        if workdirs.plan(workdir, config, overwrite=overwrite).action == "replace":
+            shutil.rmtree(workdir)
+    except UserError as e:
+        row["error"] = " ".join(str(e).split())
+        return row
     os.makedirs(workdir, exist_ok=True)
     log_path = os.path.join(workdir, "compare.log")
     tee = _Tee(log_path, lambda line: echo(f"  {tag} {line}"))
@@ -413,8 +442,14 @@ def run_method(spec: Spec, config, workdir: str, *, overwrite: bool = False,
         selected = bool(config.train.select_best) and result.get("best_val_accuracy") is not None
         best = selected and os.path.isdir(os.path.join(workdir, "best"))
         manifest = export.read_manifest(export.export_run(workdir, best=best))
+        # the host reads the metrics at each log and waits there for the (asynchronously
+        # dispatched) steps, so the training loop's time is train_s + log_s
+        timing = result.get("timing") or {}
+        train_s = timing.get("train_s", 0.0) + timing.get("log_s", 0.0)
         row.update(test_accuracy=result["test_accuracy"], step=result["step"],
                    seconds=result.get("seconds"), select_best=selected,
+                   test_loss=result.get("final_test_loss"), val_loss=result.get("final_val_loss"),
+                   step_s=train_s / result["step"] if train_s and result["step"] else None,
                    **size_of(manifest))
     except Interrupted:
         raise
@@ -501,13 +536,18 @@ def write_table(rows: list[dict], path: str, header: str) -> str:
         f"evaluations included; the last session's only, for a resumed run).")
 
 
+_MEAN_KEYS = ("test_loss", "val_loss", "step_s")
+
+
 def summarize(runs: list[dict]) -> list[dict]:
     """One row per method label from its runs (one per seed), in first-seen order.
 
     test_accuracy: mean over the seeds that finished; std: sample standard deviation
     (ddof 1; None for one seed); n: the number of finished seeds; accuracies / seeds:
-    the per-seed values. Size columns come from the first finished run (a method's
-    export has the same layout at every seed); `error` lists the seeds that failed.
+    the per-seed values. test_loss, val_loss (final network, mean per prediction) and
+    step_s (seconds per train step) get their mean and `<key>_std` the same way. Size
+    columns come from the first finished run (a method's export has the same layout at
+    every seed); `error` lists the seeds that failed.
     """
     import numpy as np
     rows: dict[str, dict] = {}
@@ -529,6 +569,11 @@ def summarize(runs: list[dict]) -> list[dict]:
                        select_best=first.get("select_best"), workdirs=[r["workdir"] for r in done],
                        **{k: first[k] for k in ("bits", "bytes", "float32_bytes", "compression",
                                                "quantized_fraction")})
+            for key in _MEAN_KEYS:  # mean and sample std where every finished seed has one
+                values = [r.get(key) for r in done]
+                if all(v is not None for v in values):
+                    row[key] = float(np.mean(values))
+                    row[f"{key}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else None
         out.append(row)
     return out
 
@@ -543,51 +588,99 @@ def _fmt_seed_row(r: dict) -> str:
             f"{_notes(r, r['error'])} |")
 
 
-def write_seed_table(rows: list[dict], path: str, header: str) -> str:
-    """comparison.md of a multi-seed comparison: mean ± std (n) and every seed's accuracy."""
+def _bits(r: dict, key: str) -> str:
+    """Mean ± std of a loss in nats per byte as bits per byte, or ''."""
+    if r.get(key) is None:
+        return ""
+    spread = f" ± {r[key + '_std'] / math.log(2):.3f}" if r.get(key + "_std") is not None else ""
+    return f"{r[key] / math.log(2):.3f}{spread}"
+
+
+def _text_cells(r: dict, fp_step: float | None) -> str:
+    """The language-model columns of a row: validation and test bits per byte, step time."""
+    step = f"{1e3 * r['step_s']:.0f}" if r.get("step_s") else ""
+    ratio = f"{r['step_s'] / fp_step:.2f}" if r.get("step_s") and fp_step else ""
+    return f"{_bits(r, 'val_loss')} | {_bits(r, 'test_loss')} | {step} | {ratio} | "
+
+
+def write_seed_table(rows: list[dict], path: str, header: str, text: bool = False) -> str:
+    """comparison.md of a multi-seed comparison: mean ± std (n) and every seed's accuracy;
+    with `text` (a byte-level language model), validation and test bits per byte (mean ±
+    std), the train step time and its ratio to the `fp` row's."""
+    columns = ["method", "config.method", "test acc. % mean ± std", "n", "per seed",
+               "weight bits", "export bytes", "compression vs fp32", "notes"]
+    body = [_fmt_seed_row(r) for r in rows]
+    footer = ""
+    if text:
+        fp_step = next((r.get("step_s") for r in rows if r["label"] == "fp"), None)
+        columns[5:5] = ["val bits/byte", "test bits/byte", "step (ms)", "step / fp step"]
+        body = [line if not r["n"] else line.replace(f" | {r['bits']} | ",
+                                                     f" | {_text_cells(r, fp_step)}{r['bits']} | ", 1)
+                for r, line in zip(rows, body)]
+        body = [line if r["n"] else line.replace(" | error | ", " | error | | | | | ", 1)
+                for r, line in zip(rows, body)]
+        footer = ("Bits per byte = mean next-byte cross-entropy of the hard-quantized network "
+                  "(nats) / ln 2 at the last step, on the fixed windows of the split; test acc. = "
+                  "next-byte accuracy; step = seconds of the training loop (the trainer's train_s + "
+                  "log_s: compilation, evaluation and checkpoints excluded) / steps. ")
     return _write_markdown(
-        path, header, ["method", "config.method", "test acc. % mean ± std", "n", "per seed",
-                       "weight bits", "export bytes", "compression vs fp32", "notes"],
-        [_fmt_seed_row(r) for r in rows],
-        f"Mean and sample standard deviation (ddof 1) over the n seeds that finished "
+        path, header, columns, body,
+        footer + f"Mean and sample standard deviation (ddof 1) over the n seeds that finished "
         f"(`config.seed` = each seed: initialisation, data order and augmentation change); "
         f"accuracy of the hard-quantized network. {_EXPORT_NOTE}.")
 
 
-def _curve(workdir: str) -> dict[int, float]:
+def _curve(workdir: str, key: str) -> dict[int, float]:
+    """step -> a metric of a run's records: test accuracy in %, or a loss (`key` ending in
+    _loss) in bits (nats / ln 2: bits per byte for a byte-level LM)."""
     from jaxquant.metrics import read_metrics
-    return {m["step"]: m["test_accuracy"] for m in read_metrics(workdir) if "test_accuracy" in m}
+    scale = 1 / math.log(2) if key.endswith("_loss") else 100.0
+    return {m["step"]: scale * m[key] for m in read_metrics(workdir) if key in m}
 
 
-def plot(rows: list[dict], path: str, title: str) -> str:
-    """comparison.png: test accuracy (hard-quantized network) vs step, one curve per method;
-    for multi-seed rows the mean over seeds at the steps every seed evaluated, with a
-    ±1 std band."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def _draw(ax, rows: list[dict], key: str) -> None:
+    """One curve of `key` per row (mean over its seeds at the steps every seed recorded,
+    ±1 std band; a single step as a point with an error bar)."""
     import numpy as np
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in rows:
-        curves = [_curve(w) for w in r.get("workdirs", [r["workdir"]] if "workdir" in r else [])]
+        curves = [_curve(w, key) for w in r.get("workdirs", [r["workdir"]] if "workdir" in r else [])]
         curves = [c for c in curves if c]
         if not curves:
             continue
         steps = sorted(set.intersection(*(set(c) for c in curves)))
         if not steps:
             continue
-        ys = 100 * np.array([[c[s] for s in steps] for c in curves])
+        ys = np.array([[c[s] for s in steps] for c in curves])
         mean = ys.mean(axis=0)
-        line, = ax.plot(steps, mean, label=r["label"] + (f" (n={len(curves)})" if len(curves) > 1 else ""),
-                        marker="." if len(steps) < 30 else None)
+        std = ys.std(axis=0, ddof=1) if len(curves) > 1 else np.zeros_like(mean)
+        label = r["label"] + (f" (n={len(curves)})" if len(curves) > 1 else "")
+        if len(steps) == 1:
+            ax.errorbar(steps, mean, yerr=std, fmt="o", capsize=4, label=label)
+            continue
+        line, = ax.plot(steps, mean, label=label, marker="." if len(steps) < 30 else None)
         if len(curves) > 1:
-            std = ys.std(axis=0, ddof=1)
             ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2)
-    ax.set(xlabel="step", ylabel="test accuracy % (hard-quantized)", title=title)
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
+
+
+def plot(rows: list[dict], path: str, title: str, text: bool = False) -> str:
+    """comparison.png: test accuracy of the hard-quantized network vs step, one curve per
+    method (mean over seeds, ±1 std band). For a language model (`text`) two panels:
+    the training loss (the training forward pass: soft / straight-through weights) and the
+    test loss of the hard-quantized network, both in bits per byte."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = ([("train_loss", "train bits per byte (training forward pass)"),
+               ("test_loss", "test bits per byte (hard-quantized)")] if text
+              else [("test_accuracy", "test accuracy % (hard-quantized)")])
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.5), squeeze=False)
+    for ax, (key, ylabel) in zip(axes[0], panels):
+        _draw(ax, rows, key)
+        ax.set(xlabel="step", ylabel=ylabel, title=title)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -627,13 +720,17 @@ def compare(base, methods: str | list[Spec], workdir: str, *, seeds: list[int] |
         f"Machine: {_machine()}; total {time.time() - t0:.0f} s.",
         *([f"Command: `{command}`"] if command else [])])
     rows = runs if seeds is None else summarize(runs)
-    (write_table if seeds is None else write_seed_table)(
-        rows, os.path.join(workdir, "comparison.md"), header)
+    from jaxquant.data import text as text_data
+    text = text_data.is_text(base.dataset.name)
+    if seeds is None:
+        write_table(rows, os.path.join(workdir, "comparison.md"), header)
+    else:
+        write_seed_table(rows, os.path.join(workdir, "comparison.md"), header, text=text)
     with open(os.path.join(workdir, "comparison.json"), "w") as f:
         json.dump(dict(base=json.loads(base.to_json_best_effort()), budget=budget._asdict(),
                        command=command, seeds=seeds, rows=rows, runs=runs), f, indent=1, default=str)
     plot(rows, os.path.join(workdir, "comparison.png"),
-         f"{base.dataset.name} / {base.model.name}, {budget.total_steps} steps{seed_text}")
+         f"{base.dataset.name} / {base.model.name}, {budget.total_steps} steps{seed_text}", text=text)
     echo(f"wrote {os.path.join(workdir, 'comparison.md')} and comparison.png")
     return rows
 
@@ -645,11 +742,12 @@ def _cli():
     from absl import app, flags, logging
     from ml_collections import config_flags
 
+    from jaxquant import cli_config
     from jaxquant.export import fail
 
-    config_flag = config_flags.DEFINE_config_file(
-        "config", None, "Base experiment config (dataset, model, optimizer, budget); override "
-        "fields with --config.section.key=value.", lock_config=True)
+    config_flag = cli_config.define_config_flag(
+        "Base experiment config (dataset, model, optimizer, budget); override fields with "
+        "--config.section.key=value (any key of its model, set by the file or not).")
     methods_flag = flags.DEFINE_string(
         "methods", "fp,bc,bwn,dorefa", "Comma-separated presets or method names, each "
         "optionally with :key=value overrides. Presets: " + ", ".join(sorted(PRESETS)) + ".")
@@ -666,6 +764,8 @@ def _cli():
         if len(argv) > 1:
             fail(f"unexpected arguments {argv[1:]}; pass --config=... --methods=... --workdir=...")
         logging.set_verbosity(logging.ERROR)  # orbax warns on every read-only restore
+        from jaxquant.compile_cache import enable_compilation_cache
+        enable_compilation_cache(None)  # as jaxquant.main: seeds of a method compile once
         path = config_flags.get_config_filename(flags.FLAGS["config"]).split(":")[0]
         if not os.path.isfile(path):
             fail(f"config file {path!r} not found; pass --config=configs/<experiment>.py.")
@@ -685,15 +785,7 @@ def _cli():
         except Interrupted as e:  # preemption: like jaxquant.main, not an error
             print(f"stopped: {e}", flush=True)
 
-    def parse(argv):
-        try:
-            return flags.FLAGS(argv)
-        except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError,
-                SyntaxError) as e:
-            fail(f"{e}. Check the flag, or the override's section/key and value type against "
-                 f"the config file.")
-
-    app.run(main, flags_parser=parse)
+    app.run(main, flags_parser=lambda argv: cli_config.parse_flags(argv, fail))
 
 
 if __name__ == "__main__":

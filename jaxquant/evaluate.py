@@ -2,11 +2,12 @@
 
 Loads the bit-packed weights written by `jaxquant.export`, rebuilds the model and
 dataset from the config stored in the manifest, and runs the trainer's own
-evaluation on the test split, so the accuracy equals the in-training accuracy of
-the hard-quantized network at that step exactly.
+evaluation on the test split, so the accuracy and the mean loss (for a byte-level
+language model: bits per byte = loss / ln 2) equal the in-training ones of the
+hard-quantized network at that step exactly.
 
-Exit status: 0 when the accuracy matches the one recorded at export (or none was
-recorded), 1 when it DIFFERS FROM it, 2 for an unreadable, corrupted or edited
+Exit status: 0 when the accuracy (and loss) match those recorded at export (or none was
+recorded), 1 when one DIFFERS FROM it, 2 for an unreadable, corrupted or edited
 export (a user error, with a message naming the file and field).
 """
 from __future__ import annotations
@@ -17,11 +18,13 @@ import jax
 import ml_collections
 
 from jaxquant import checkpoints, export as export_lib
+from jaxquant.data import text as text_data
 from jaxquant.errors import UserError
 
 
 def evaluate_export(directory: str, split: str = "test") -> dict:
-    """{'accuracy', 'loss', 'step', 'training_test_accuracy' (if recorded)} of an export."""
+    """{'accuracy', 'loss', 'step', 'text', 'training_test_accuracy' / 'training_test_loss' (if
+    recorded)} of an export; `loss` is the mean per prediction (per byte for text, 'text' True)."""
     from jaxquant import train
 
     params, batch_stats, manifest = export_lib.load(directory)
@@ -39,8 +42,10 @@ def evaluate_export(directory: str, split: str = "test") -> dict:
         raise UserError(f"the dataset {config.dataset.name!r} has no {split!r} split.")
     out = train.evaluate(exp, train.make_eval_fn(exp), params, batch_stats, data)
     out["step"] = manifest["info"].get("step")
-    if "training_test_accuracy" in manifest["info"]:
-        out["training_test_accuracy"] = manifest["info"]["training_test_accuracy"]
+    for key in ("training_test_accuracy", "training_test_loss"):
+        if key in manifest["info"]:
+            out[key] = manifest["info"][key]
+    out["text"] = text_data.is_text(config.dataset.name)
     return out
 
 
@@ -73,16 +78,24 @@ def main(argv):
         out = evaluate_export(FLAGS.export, FLAGS.split)
     except UserError as e:
         fail(str(e))
-    line = (f"{FLAGS.split} accuracy: {100 * out['accuracy']:.2f}% (loss {out['loss']:.4f}) "
+    bpb = f", {text_data.bits_per_byte(out['loss']):.4f} bits per byte" if out["text"] else ""
+    line = (f"{FLAGS.split} accuracy: {100 * out['accuracy']:.2f}% (loss {out['loss']:.4f}{bpb}) "
             f"of the export at {FLAGS.export}, step {out['step']}")
-    recorded = out.get("training_test_accuracy") if FLAGS.split == "test" else None
+    test = FLAGS.split == "test"
+    checks = [(what, out[key], out.get(f"training_test_{key}") if test else None)
+              for what, key in (("accuracy", "accuracy"), ("loss", "loss"))]
+    differ = [(what, got, want) for what, got, want in checks if want is not None and got != want]
+    recorded = out.get("training_test_accuracy") if test else None
     if recorded is not None:
-        same = "matches" if out["accuracy"] == recorded else "DIFFERS FROM"
+        same = "DIFFERS FROM" if differ else "matches"
         line += f"; {same} the in-training {100 * recorded:.2f}%"
+        if out.get("training_test_loss") is not None:
+            line += f" (loss {out['training_test_loss']:.4f})"
     print(line)
-    if recorded is not None and out["accuracy"] != recorded:
-        print(f"error: the export's test accuracy {out['accuracy']!r} differs from the "
-              f"{recorded!r} recorded when it was exported.", file=sys.stderr)
+    for what, got, want in differ:
+        print(f"error: the export's test {what} {got!r} differs from the {want!r} recorded when "
+              f"it was exported.", file=sys.stderr)
+    if differ:
         sys.exit(1)
 
 

@@ -296,6 +296,7 @@ _FIELDS = {
 _INFO_FIELDS = {
     "step": (lambda v: v is None or _is_int(v), "an integer >= 0"),
     "training_test_accuracy": (_is_number, "a number"),
+    "training_test_loss": (_is_number, "a number"),
 }
 _TENSOR_FIELDS = {
     "collection": (lambda v: v in COLLECTIONS, f"one of {', '.join(COLLECTIONS)}"),
@@ -432,6 +433,8 @@ def export_run(workdir: str, out: str | None = None, step: int | None = None,
             result = json.load(f)
         if result.get("step") == step and "final_test_accuracy" in result:
             info["training_test_accuracy"] = result["final_test_accuracy"]
+        if result.get("step") == step and "final_test_loss" in result:
+            info["training_test_loss"] = result["final_test_loss"]
     out = out or os.path.join(workdir, "export")
     write(out, params, batch_stats, mask, config=config, info=info)
     return out

@@ -22,51 +22,17 @@ lock against a second run) are `jaxquant.workdir`'s.
 """
 from __future__ import annotations
 
-import difflib
 import os
 import sys
 
-import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from jaxquant import cli_config
 from jaxquant.errors import UserError
 
-
-class _CompletingParser(flags.ArgumentParser):
-    """Loads `--config=<file>[:arg]` (ml_collections' loader), then completes its method and
-    model sections.
-
-    The names given by `--config.method.name=` / `--config.model.name=` on the
-    command line are applied first; then `config.method` and `config.model` get
-    every key that method and model read, with its default where the file does
-    not set it (`config_check.complete_sections`). ml_collections then applies the
-    overrides to this config, so any such key can be overridden from any config
-    file, and config.json records every key.
-    """
-
-    def __init__(self, argv=None):
-        self._argv = argv  # None: sys.argv, which config_flags reads the overrides from
-
-    def parse(self, argument):
-        config = _FILE_PARSER.parse(argument)
-        if isinstance(config, ml_collections.ConfigDict):  # else an unreadable file, reported later
-            from jaxquant.config_check import complete_sections
-            argv = self._argv if self._argv is not None else flags.FLAGS.read_flags_from_files(
-                sys.argv, force_gnu=False)
-            complete_sections(config, _name_overrides(argv))
-            config.lock()
-        return config
-
-    def flag_type(self):
-        return _FILE_PARSER.flag_type()
-
-
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Experiment config file (configs/*.py); override fields with "
-    "--config.section.key=value.", lock_config=False)
-_FILE_PARSER = flags.FLAGS[_CONFIG.name].parser  # runs the file's get_config()
-flags.FLAGS[_CONFIG.name].parser = _CompletingParser()
+_CONFIG = cli_config.define_config_flag(
+    "Experiment config file (configs/*.py); override fields with --config.section.key=value.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and exports.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace the jaxquant run in --workdir (a folder "
                                 "holding anything else is refused); without it, a run of the same "
@@ -84,7 +50,7 @@ _CACHE = flags.DEFINE_string(
     "$JAXQUANT_COMPILATION_CACHE, else ~/.cache/jaxquant/jax); 'off' disables it.")
 flags.mark_flags_as_required(["config", "workdir"])
 
-CACHE_ENV = "JAXQUANT_COMPILATION_CACHE"
+from jaxquant.compile_cache import CACHE_ENV, compilation_cache_dir, enable_compilation_cache  # noqa: E402,F401
 
 EXIT_USER_ERROR = 2
 EXIT_SIGNAL_BASE = 128  # preempted by signal N: exit 128 + N, after saving a checkpoint
@@ -93,6 +59,10 @@ EXIT_SIGNAL_BASE = 128  # preempted by signal N: exit 128 + N, after saving a ch
 def fail(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
     sys.exit(EXIT_USER_ERROR)
+
+
+def _parse_flags(argv):
+    return cli_config.parse_flags(argv, fail)
 
 
 def main(argv):
@@ -114,7 +84,7 @@ def main(argv):
     try:
         config = _CONFIG.value
     except (OSError, AttributeError, KeyError, TypeError, ValueError, SyntaxError) as e:
-        fail(f"cannot load the config: {_message(e)}")
+        fail(f"cannot load the config: {cli_config.message(e)}")
     try:
         from jaxquant import methods
         run_fn = methods.runner(config.method.name) or train.run  # post-training methods have their own
@@ -136,31 +106,6 @@ def main(argv):
           f"(hard-quantized network, step {result['step']}, workdir {_WORKDIR.value})")
 
 
-def compilation_cache_dir(value: str | None) -> str | None:
-    """The compilation cache directory `--compilation_cache=value` asks for (None: off)."""
-    if value is None:
-        value = os.environ.get(CACHE_ENV)
-    if value is None:
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        value = os.path.join(base, "jaxquant", "jax")
-    if value.strip().lower() in ("", "off", "none", "0", "false"):
-        return None
-    return os.path.abspath(os.path.expanduser(value))
-
-
-def enable_compilation_cache(value: str | None) -> str | None:
-    """Turn on JAX's persistent compilation cache in `compilation_cache_dir(value)`, for
-    every compiled function (no minimum compile time or size); returns the directory."""
-    path = compilation_cache_dir(value)
-    if path is None:
-        return None
-    import jax
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    return path
-
-
 def _size_line(workdir: str) -> str | None:
     """The totals line of the run's size report (float32 vs quantized bytes, compression),
     i.e. the last line of `<workdir>/summary.txt`; None if there is none."""
@@ -171,130 +116,6 @@ def _size_line(workdir: str) -> str | None:
     except OSError:
         return None
     return f"weights: {lines[-1]} (per layer: {path})" if lines else None
-
-
-def _message(e: BaseException) -> str:
-    """The innermost message of a (possibly wrapped) exception, on one line."""
-    while e.args and isinstance(e.args[0], BaseException):
-        e = e.args[0]
-    text = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-    return " ".join(str(text).split())
-
-
-def _name_overrides(argv) -> dict:
-    """{'method': name, 'model': name} as `--config.method.name=` / `--config.model.name=`
-    in `argv` set them (the last one wins)."""
-    names = {}
-    for i, a in enumerate(argv):
-        for section in ("method", "model"):
-            flag = f"--config.{section}.name"
-            if a.startswith(flag + "="):
-                names[section] = a.split("=", 1)[1]
-            elif a == flag and i + 1 < len(argv):
-                names[section] = argv[i + 1]
-    return names
-
-
-def _config_spec(argv) -> str | None:
-    """The `<file>[:arg]` that `--config=` (or `--config <file>`) names in `argv`, else None."""
-    spec = None
-    for i, a in enumerate(argv):
-        if a.startswith("--config="):
-            spec = a.split("=", 1)[1]
-        elif a == "--config" and i + 1 < len(argv):
-            spec = argv[i + 1]
-    return spec
-
-
-def _config_file_value(argv):
-    """The completed config that `--config=<file>[:arg]` in `argv` names (None if it cannot be
-    loaded)."""
-    spec = _config_spec(argv)
-    if spec is None:
-        return None
-    try:
-        config = _CompletingParser(argv).parse(spec)
-    except Exception:  # the flag parser reports a broken config file itself
-        return None
-    return config if isinstance(config, ml_collections.ConfigDict) else None
-
-
-def _missing_key_hint(arg, where, key, keys, config) -> str:
-    """Why `--config.<section>.<key>` names no field: a misspelling, or a key of another
-    method / model than the chosen one."""
-    from jaxquant import config_check
-    fields = [k for k in keys if k != "name"]
-    close = difflib.get_close_matches(key, fields or keys, n=1)
-    mean = f" Did you mean {where}.{close[0]}?" if close else ""
-    section = where.split(".", 1)[1] if where in ("config.method", "config.model") else None
-    if section is None:
-        return f"{arg}: {where} has no field {key!r}.{mean} Its fields: {', '.join(sorted(keys))}."
-    name = config[section].get("name")
-    try:
-        readers = [n for n in config_check.readers_of(section, key) if n != name]
-    except Exception:  # noqa: BLE001 - only a hint
-        readers = []
-    other = (f" {key!r} is a key of {section} {', '.join(readers)}: choose one with "
-             f"--config.{section}.name=..." if readers else "")
-    return (f"{arg}: {section} {name!r} has no key {key!r} ({where} has no field {key!r}).{mean} "
-            f"Valid keys of {section} {name!r}: {', '.join(sorted(fields)) or 'none besides name'}."
-            f"{other}")
-
-
-def _override_hint(argv):
-    """A message for the first `--config.a.b=v` in `argv` that names no field of the config."""
-    config = _config_file_value(argv)
-    if config is None:
-        return None
-    for a in argv:
-        if not a.startswith("--config.") or "=" not in a:
-            continue
-        path = a[len("--config."):].split("=", 1)[0].split(".")
-        node, where = config, "config"
-        for key in path:
-            keys = list(node.keys()) if hasattr(node, "keys") else None
-            if keys is None:
-                return (f"{a}: {where} is a value, not a section; it has no field {key!r}.")
-            if key not in keys:
-                return _missing_key_hint(a, where, key, keys, config)
-            node, where = node[key], f"{where}.{key}"
-    return None
-
-
-def _config_file_error(e: BaseException, argv) -> str | None:
-    """'<file>, line N (in f): Error: message' if `e` was raised by the code of the config
-    file that `argv` names (a NameError, a failed import, ...), else None."""
-    import traceback
-    spec = _config_spec(argv)
-    if not spec:
-        return None
-    path = os.path.abspath(spec.partition(":")[0])
-    while True:  # the innermost exception that passed through the config file
-        frames = [f for f in traceback.extract_tb(e.__traceback__)
-                  if os.path.abspath(f.filename) == path]
-        if frames:
-            break
-        if e.__cause__ is None and e.__context__ is None:
-            return None
-        e = e.__cause__ or e.__context__
-    f = frames[-1]
-    return (f"the config file {spec.partition(':')[0]}, line {f.lineno} (in {f.name}), raised "
-            f"{type(e).__name__}: {' '.join(str(e).split())}. Fix that line of the config file.")
-
-
-def _parse_flags(argv):
-    try:
-        return flags.FLAGS(argv)
-    # unknown flags, a missing or broken config file, --config.x=y naming no field or of a bad type
-    except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError, SyntaxError) as e:
-        fail(_config_file_error(e, argv) or _override_hint(argv) or
-             f"{_message(e)}. Check the flag, or the override's section/key and value type against the "
-             f"config file (lists are given as tuples: --config.quant.exclude=\"('head/.*',)\").")
-    except Exception as e:  # the config file's own code raised (NameError, ImportError, ...)
-        message = _config_file_error(e, argv)
-        if message is None:
-            raise  # a bug, not a user mistake: keep the traceback
-        fail(message)
 
 
 def run() -> None:

@@ -212,12 +212,18 @@ def make_update(exp: Experiment):
     return update
 
 
+def _label_shape(split) -> tuple:
+    """The shape of one example's label: () for classes, (T,) for next-byte targets."""
+    return tuple(split.labels.shape[1:]) if split.in_memory else ()
+
+
 def empty_metric_sums(exp: Experiment, state) -> dict:
     """Zero metric sums (host arrays) in the structure `make_update` carries."""
     batch = int(exp.config.train.batch_size)
     shapes = jax.eval_shape(make_train_step(exp), state,
                             jax.ShapeDtypeStruct((batch, *exp.dataset.image_shape), jnp.uint8),
-                            jax.ShapeDtypeStruct((batch,), jnp.int32))[1]
+                            jax.ShapeDtypeStruct((batch, *_label_shape(exp.dataset.train)),
+                                                 jnp.int32))[1]
     zero = lambda dtype, shape=(): np.zeros(shape, dtype)  # noqa: E731
     return dict(sums={k: zero(np.float32) for k in shapes if k not in _FLAGS},
                 steps=zero(np.int32), bad=zero(np.int32), first_bad=zero(np.int32),
@@ -310,13 +316,18 @@ def make_split_mean(exp: Experiment, split):
 
 
 class _Batches:
-    """Training batches: an on-device gather for in-memory data, host loading otherwise.
+    """Training batches: an on-device gather for in-memory data, host loading otherwise,
+    or on-device random sampling for a split that offers it.
 
     The order is a function of (seed, epoch) only, so a resumed run sees the
     same batches as an uninterrupted one. `compile(update)` gives the jitted
     train step on `get(step)`: in-memory data stays on the device and the step
     gathers its batch there (one call per step, no separate gather); streamed
-    data comes as a host batch.
+    data comes as a host batch. A split with `sample_source` (an array) and
+    `sample(key, batch, source)` (jittable -> images, labels), e.g. text's random
+    contiguous windows, keeps `sample_source` on the device and draws every step's
+    batch there with the key fold_in(PRNGKey(seed + 2), step) (a function of the step
+    only, so resumed runs see the same batches).
     """
 
     def __init__(self, exp: Experiment):
@@ -326,7 +337,11 @@ class _Batches:
         self.key = jax.random.PRNGKey(exp.config.seed + 2)
         self.sharding = parallel.batch_sharded(exp.mesh)
         self._perm_epoch, self._perm = None, None
-        if self.split.in_memory:  # small data: every device holds all of it
+        self.sampled = getattr(self.split, "sample_source", None) is not None
+        if self.sampled:
+            self.source = parallel.to_global(np.asarray(self.split.sample_source),
+                                             parallel.replicated(exp.mesh))
+        elif self.split.in_memory:  # small data: every device holds all of it
             rep = parallel.replicated(exp.mesh)
             self.images, self.labels = parallel.to_global(
                 (self.split.images, self.split.labels), rep)
@@ -346,6 +361,8 @@ class _Batches:
         """The data arguments of the step: (images, labels) of the batch for streamed
         data; (all images, all labels, epoch permutation, index of the step in its
         epoch) for in-memory data."""
+        if self.sampled:  # the key is an argument, so seeds share one compiled step
+            return self.source, self.key, np.int32(step)
         epoch, i = divmod(step, self.exp.steps_per_epoch)
         perm = self._epoch_perm(epoch)
         if self.split.in_memory:
@@ -359,6 +376,12 @@ class _Batches:
     def compile(self, update):
         """jit of (state, sums, *get(step)) -> `update(state, sums, images, labels)`
         (state and sums donated)."""
+        if self.sampled:
+            def sample(state, sums, source, key, step):
+                x, y = self.split.sample(jax.random.fold_in(key, step), self.batch, source)
+                x, y = (jax.lax.with_sharding_constraint(a, self.sharding) for a in (x, y))
+                return update(state, sums, x, y)
+            return jax.jit(sample, donate_argnums=(0, 1))
         if not self.split.in_memory:
             return jax.jit(update, donate_argnums=(0, 1))
 
@@ -626,19 +649,21 @@ def _train(exp: Experiment, plan, workdir: str, stop_after_steps, log, started, 
     end = exp.total_steps if stop_after_steps is None else min(exp.total_steps, stop_after_steps)
     has_val = exp.dataset.validation is not None
 
-    last_eval = [None, None]  # (step, test accuracy) of the latest evaluation
+    last_eval = {}  # step and metrics of the latest evaluation
 
     def run_eval(step):
         with _timed(timing, "eval_s"):
             weights = project(state["latent"])
             out = {}
             if has_val:
-                out["val_accuracy"] = evaluate(exp, eval_batch, weights, state["batch_stats"],
-                                               exp.dataset.validation, val_batches)["accuracy"]
+                val = evaluate(exp, eval_batch, weights, state["batch_stats"], exp.dataset.validation,
+                               val_batches)
+                out.update(val_accuracy=val["accuracy"], val_loss=val["loss"])
             test = evaluate(exp, eval_batch, weights, state["batch_stats"], exp.dataset.test,
                             test_batches)
             out.update(test_accuracy=test["accuracy"], test_loss=test["loss"])
-            last_eval[:] = step, test["accuracy"]
+            last_eval.clear()
+            last_eval.update(out, step=step)
         score = out.get("val_accuracy", out["test_accuracy"])
         if score > meta["best_val_accuracy"]:
             meta.update(best_val_accuracy=score, test_at_best_val=out["test_accuracy"], best_step=step)
@@ -731,11 +756,17 @@ def _train(exp: Experiment, plan, workdir: str, stop_after_steps, log, started, 
         with _timed(timing, "final_s"):
             if main_process:
                 plot_curves(workdir)
-            if last_eval[0] != result["step"]:
-                last_eval[:] = result["step"], evaluate(
-                    exp, eval_batch, project(state["latent"]), state["batch_stats"],
-                    exp.dataset.test, test_batches)["accuracy"]
-        result["test_accuracy"] = result["final_test_accuracy"] = last_eval[1]
+            if last_eval.get("step") != result["step"]:
+                test = evaluate(exp, eval_batch, project(state["latent"]), state["batch_stats"],
+                                exp.dataset.test, test_batches)
+                last_eval.clear()
+                last_eval.update(step=result["step"], test_accuracy=test["accuracy"],
+                                 test_loss=test["loss"])
+        result["test_accuracy"] = result["final_test_accuracy"] = last_eval["test_accuracy"]
+        # mean loss per prediction of the final network (nats; per byte for text)
+        result["final_test_loss"] = last_eval["test_loss"]
+        if "val_loss" in last_eval:
+            result["final_val_loss"] = last_eval["val_loss"]
         if config.train.select_best and has_val:
             result["test_accuracy"] = meta["test_at_best_val"]
     if method.final_state is not None:  # every process: the latent may span hosts

@@ -165,8 +165,11 @@ def test_gpu_check_dry_run_writes_every_result(tmp_path):
     out = subprocess.run(["bash", "bench/gpu_check.sh", "--dry-run", "--out", str(tmp_path),
                           "--prefix", "dry"], cwd=REPO, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
-    for part in ("step_time", "data", "train"):
+    for part in ("step_time", "data", "train", "lm_step_time"):
         assert (tmp_path / f"dry_{part}.md").read_text().startswith("# ")
+    lm = json.loads((tmp_path / "dry_lm_step_time.json").read_text())["rows"]
+    assert {r["method"] for r in lm if "step_ms" in r} == {"fp", "bitnet", "md_tanh_s_ternary"}
+    assert all(r["tokens_per_s"] == pytest.approx(16 * r["images_per_s"]) for r in lm)
     steps = json.loads((tmp_path / "dry_step_time.json").read_text())["rows"]
     assert {r["method"] for r in steps if "step_ms" in r} >= {"fp", "bc"}
     data = json.loads((tmp_path / "dry_data.json").read_text())

@@ -214,3 +214,28 @@ def test_bad_seeds_flag_exits_2_before_training(tmp_path):
                "--workdir", str(tmp_path / "w"))
     assert out.returncode == 2 and "--seeds" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "w").exists()
+
+
+def test_a_model_key_the_file_does_not_set_can_be_overridden_and_a_misspelt_one_is_named(tmp_path):
+    # fp_digits.py sets no model.bn_eps: the --config flag completes the model section as
+    # jaxquant.main's does, so the override parses and the run stops only at the bad preset
+    out = _cli("--config", "configs/fp_digits.py", "--config.model.bn_eps=0.001",
+               "--methods", "fp,md_tanhs", "--workdir", str(tmp_path / "w"))
+    assert out.returncode == 2 and "md_tanhs" in out.stderr and "bn_eps" not in out.stderr
+    out = _cli("--config", "configs/fp_digits.py", "--config.model.bn_epz=0.001",
+               "--methods", "fp", "--workdir", str(tmp_path / "w"))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "bn_epz" in out.stderr and "Did you mean config.model.bn_eps?" in out.stderr
+    assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_method_folder_holding_foreign_files_is_an_error_row_and_nothing_is_deleted(
+        tmp_path, overwrite):
+    (tmp_path / "fp").mkdir()
+    (tmp_path / "fp" / "notes.txt").write_text("mine")
+    rows = compare.compare(tiny_base(), "fp", str(tmp_path), overwrite=overwrite,
+                           echo=lambda s: None)
+    assert "notes.txt" in rows[0]["error"] and "Nothing was changed" in rows[0]["error"]
+    assert (tmp_path / "fp" / "notes.txt").read_text() == "mine"
+    assert not (tmp_path / "fp" / "checkpoints").exists()

@@ -185,8 +185,9 @@ def test_method_lazy_mode_is_proxquant_binary_connect():
     b, _ = bc.tx.update(g, bc.tx.init(PARAMS), PARAMS)
     jax.tree.map(np.testing.assert_array_equal, a, b)
     jax.tree.map(np.testing.assert_array_equal, m.forward(PARAMS, 0), bc.forward(PARAMS, 0))
-    with pytest.raises(ValueError, match="binary only"):
-        methods.build("proxquant", _ctx(projection_mode="lazy", kind="ternary"))
+    # other kinds: the same straight-through method on their quantizer (ternary: TWN)
+    t = methods.build("proxquant", _ctx(projection_mode="lazy", kind="ternary", freeze_epoch=0))
+    np.testing.assert_allclose(t.forward(PARAMS, 0)["dense"]["kernel"], Q.twn(PARAMS["dense"]["kernel"]))
 
 
 def test_method_rejects_unknown_kind_and_mode_naming_the_key():

@@ -70,3 +70,17 @@ def test_the_digits_figures_of_the_readme_still_hold():
     out = subprocess.run([sys.executable, os.path.join("bench", "readme_numbers.py"),
                           "--only", "digits"], cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+
+
+def test_the_readme_digits_table_agrees_with_the_record_within_the_spread():
+    if not os.path.exists(rn.RECORD):
+        pytest.skip("no figures recorded yet (python bench/readme_numbers.py --write)")
+    record = json.load(open(rn.RECORD))
+    figures = {k.split("/", 1)[1]: v for k, v in record.items() if k.startswith("compare_digits/")}
+    readme = open(os.path.join(REPO, "README.md")).read()
+    start = readme.index("--workdir runs/compare_digits")
+    table = readme[start:readme.index("\n\n", readme.index("\n| method |", start) + 1)]
+    rows = re.findall(r"^\| (\w+) \| (\d+\.\d\d) ± (\d+\.\d\d) \|", table, re.M)
+    assert sorted(label for label, _, _ in rows) == sorted(figures)
+    for label, mean, std in rows:
+        assert rn.matches(dict(mean=float(mean), std=float(std)), figures[label], floor=0.6), label

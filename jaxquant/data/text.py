@@ -19,7 +19,8 @@ Batches (`sample_windows`, jittable, on the device): random starts s ~ U{0, .., 
 window = bytes[s : s + T + 1], inputs = window[:-1] (uint8, (B, T)), targets = window[1:]
 (int32, (B, T)). Evaluation (`TextSplit.get_batch`) uses the non-overlapping windows
 starting at 0, T, 2T, ..., which score every byte of the split but the first (and a tail of
-fewer than T bytes) exactly once. Bits per byte = mean next-byte cross-entropy (nats) / ln 2.
+fewer than T bytes) exactly once; the trainer trains on random windows and evaluates on
+these. Bits per byte = mean next-byte cross-entropy (nats) / ln 2.
 """
 from __future__ import annotations
 
@@ -102,8 +103,10 @@ class TextSplit:
     len(split) = the number of non-overlapping windows, (n - 1) // seq_len;
     `get_batch(indices)` -> (inputs uint8 [B, T], targets int32 [B, T]) of windows i at
     bytes [i T, i T + T + 1); `sample(key, batch)` draws random windows (`sample_windows`).
-    `images` / `labels`: all those windows' inputs and targets, the in-memory arrays the
-    trainer puts on the device (it shuffles these fixed windows once per epoch).
+    `images` / `labels`: all those windows' inputs and targets (evaluation's fixed windows).
+    The trainer trains on random windows: it keeps `sample_source` (the bytes) on the
+    device and calls `sample(key, batch, source)` inside its jitted step; an "epoch" is
+    len(split) / batch steps.
     """
     data: np.ndarray
     seq_len: int
@@ -125,8 +128,16 @@ class TextSplit:
     def labels(self) -> np.ndarray:
         return self.get_batch(np.arange(len(self)))[1]
 
-    def sample(self, key: jax.Array, batch: int) -> tuple[jax.Array, jax.Array]:
-        return sample_windows(jnp.asarray(self.data), key, batch, self.seq_len)
+    @property
+    def sample_source(self) -> np.ndarray:
+        """What `sample` draws from (the trainer puts it on the device once): the bytes."""
+        return self.data
+
+    def sample(self, key: jax.Array, batch: int, source: jax.Array | None = None
+               ) -> tuple[jax.Array, jax.Array]:
+        """`batch` random windows of `source` (default: this split's bytes), jittable."""
+        return sample_windows(jnp.asarray(self.data) if source is None else source, key, batch,
+                              self.seq_len)
 
 
 class TextDataset(NamedTuple):
@@ -170,6 +181,12 @@ def dataset(name: str, seq_len: int, validation: float = 0.05, test: float = 0.0
     ds = load(name, seq_len, validation, test)
     return Dataset(train=ds.train, validation=ds.validation if validation else None, test=ds.test,
                    num_classes=VOCAB, image_shape=(seq_len,), mean=(), std=(), augment="none")
+
+
+def is_text(name: str) -> bool:
+    """Whether `config.dataset.name` names a text corpus of this module."""
+    kind, _, path = str(name).partition(":")
+    return (kind == "text_file" and bool(path)) or name == "fortunes"
 
 
 def bits_per_byte(mean_nats: float) -> float:

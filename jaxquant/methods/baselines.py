@@ -138,10 +138,25 @@ def binary_connect(optimizer: optax.GradientTransformation, *, mask: MaskLike = 
     if variant == "md_bnn":
         return _method(Q.gated_straight_through(Q.sign), Q.sign, optimizer, mask)
     if variant == "proxquant":
-        tx = optax.chain(optimizer, optax.masked(clip_latents(-1.0, 1.0), as_mask_fn(mask)))
-        return _method(Q.straight_through(Q.sign), Q.sign, tx, mask)
+        return lazy_projection(optimizer, Q.sign, mask=mask)
     raise ConfigError(f"unknown BinaryConnect variant {variant!r} (config.method.variant). "
                      f"Valid variants: {', '.join(BC_VARIANTS)}.")
+
+
+def lazy_projection(optimizer: optax.GradientTransformation, quantize: Callable[[Array], Array],
+                    *, mask: MaskLike = None) -> Method:
+    """The straight-through gradient method with quantizer q (ProxQuant's "lazy projection",
+    Bai et al., ICLR'19, eq. 3; BinaryConnect when q = sign):
+
+        theta_{t+1} = clip(theta_t - eta_t grad L(w)|_{w = q(theta_t)}, -1, 1)
+
+    forward q(theta) with the identity straight-through gradient, the optimizer's step on
+    theta, the quantized latents clipped to [-1, 1]; project: q(theta). With q the greedy +
+    alternating multi-bit quantizer this is Xu et al. (ICLR'18)'s alternating quantization
+    trained with the STE, the baseline of ProxQuant's LSTM experiment.
+    """
+    tx = optax.chain(optimizer, optax.masked(clip_latents(-1.0, 1.0), as_mask_fn(mask)))
+    return _method(Q.straight_through(quantize), quantize, tx, mask)
 
 
 def bwn(optimizer: optax.GradientTransformation, *, mask: MaskLike = None,

@@ -30,6 +30,12 @@ special case (freeze before any training) is not reproduced: here freeze_epoch =
 trains E epochs with the prox, and 0 means never freeze. kind='multibit' follows the
 code's 'mean' prox (one alternating quantization per step; used in the paper for LSTMs,
 not by its CIFAR scripts).
+
+Quantized LSTM (the paper's LSTM experiment, code never released): kind='multibit' with 1, 2, 3
+bits, against the 'lazy' mode of the same kind (the straight-through gradient method with
+Xu et al. 2018's alternating quantizer, eq. 3: theta_{t+1} = theta_t - eta_t grad L(q(theta_t))).
+At 1 bit q is mean|theta| sign(theta) per row: a scaled binary, not the unscaled sign of
+kind='binary'. configs/lstm_fortunes_*.py run both on a byte-level LSTM.
 """
 from __future__ import annotations
 
@@ -44,7 +50,7 @@ from jaxquant.errors import ConfigError
 from jaxquant.methods import checks
 from jaxquant.methods.base import (Context, MaskLike, Method, as_mask_fn, masked_map,
                                    method_options, num_steps_to_epoch, scheduled_step)
-from jaxquant.methods.baselines import binary_connect, clip_latents
+from jaxquant.methods.baselines import clip_latents, lazy_projection
 
 Params = Any
 Array = jax.Array
@@ -59,13 +65,14 @@ DEFAULTS = {
     "proxquant": dict(
         kind="binary",                      # binary | ternary | multibit
         bits=2,                             # multibit: bits per weight
-        projection_mode="prox",             # prox (eager, ProxQuant) | lazy (BinaryConnect)
+        projection_mode="prox",             # prox (eager, ProxQuant) | lazy (STE on Q; binary: BinaryConnect)
         reg_rate=1e-4,                      # lambda_t = reg_rate * epoch
         freeze_epoch=200,                   # hard-set and freeze from this epoch; 0 = never
         reset_optimizer_every_epoch=False,  # True: the official code's per-epoch optimizer rebuild
         ratio=0.7,                          # ternary: TWN threshold Delta = ratio * mean|theta|
         by_row=True,                        # multibit: one set of scales per output unit
         rounds=3,                           # multibit: greedy + (rounds - 1) alternating refinements
+        epoch_steps=0,                      # steps per epoch of the homotopy, freeze and reset; 0 = the data's
     ),
 }
 
@@ -231,8 +238,10 @@ def proxquant(optimizer: optax.GradientTransformation, learning_rate: optax.Scal
     prox mode: tx = optimizer, then on the quantized leaves
         theta <- clip(prox_kind(theta + u, lr_t * reg_rate * epoch), -1, 1),
     then from `freeze_epoch` the quantized leaves are hard-set to Q(theta) and frozen.
-    lazy mode (kind 'binary' only): BinaryConnect with identity STE and [-1, 1] clipping
-    (`binary_connect(variant='proxquant')`), with the same freeze.
+    lazy mode: the straight-through gradient method with the same Q (`lazy_projection`:
+    forward Q(theta), identity STE, step on theta, clip to [-1, 1]), with the same freeze;
+    binary: BinaryConnect (`binary_connect(variant='proxquant')`); multibit: Xu et al.'s
+    alternating quantization trained with the STE (the paper's LSTM baseline).
     Q: sign (binary), TWN (ternary), greedy + alternating multi-bit (multibit, `bits`).
     `learning_rate` must be the schedule inside `optimizer` (s_t uses lr_t).
     """
@@ -246,11 +255,8 @@ def proxquant(optimizer: optax.GradientTransformation, learning_rate: optax.Scal
     freeze = ([optax.masked(freeze_quantized(quantize, int(freeze_epoch) * steps_per_epoch), mask_fn)]
               if int(freeze_epoch) > 0 else [])
     if projection_mode == "lazy":
-        if kind != "binary":
-            raise ConfigError(f"projection_mode='lazy' (BinaryConnect) is binary only; got "
-                              f"config.method.kind={kind!r}. Use projection_mode='prox'.")
-        bc = binary_connect(optimizer, mask=mask, variant="proxquant")
-        return bc._replace(tx=optax.chain(bc.tx, *freeze))
+        lazy = lazy_projection(optimizer, quantize, mask=mask)
+        return lazy._replace(tx=optax.chain(lazy.tx, *freeze))
     strength = homotopy_strength(learning_rate, reg_rate, steps_per_epoch)
     eager = optax.chain(prox_quant(prox, strength), clip_latents(-1.0, 1.0))
     return Method(
@@ -261,6 +267,16 @@ def proxquant(optimizer: optax.GradientTransformation, learning_rate: optax.Scal
 
 
 def from_config(name: str, ctx: Context) -> Method:
-    """Build `proxquant` from the `config.method` keys listed in `DEFAULTS`."""
+    """Build `proxquant` from the `config.method` keys listed in `DEFAULTS`.
+
+    `epoch_steps` > 0 replaces the training split's epoch as the unit of the homotopy
+    lambda_t = reg_rate * floor(t / epoch_steps), of `freeze_epoch` and of the optimizer
+    reset: a budget shorter than one pass over the data (a language model on random
+    windows) has no epochs, and with the data's epoch lambda_t would stay 0."""
     kw = method_options("proxquant", name, ctx, DEFAULTS)
-    return proxquant(ctx.optimizer, ctx.learning_rate, ctx.steps_per_epoch, mask=ctx.mask, **kw)
+    epoch_steps = kw.pop("epoch_steps")
+    if isinstance(epoch_steps, bool) or not isinstance(epoch_steps, int) or epoch_steps < 0:
+        raise ConfigError(f"config.method.epoch_steps must be an integer >= 0 (0 = the training "
+                          f"split's epoch); got {epoch_steps!r}.")
+    return proxquant(ctx.optimizer, ctx.learning_rate, epoch_steps or ctx.steps_per_epoch,
+                     mask=ctx.mask, **kw)

@@ -24,9 +24,15 @@ Models (`config.model.name`):
   transformer          decoder-only pre-LN byte LM (`transformer.py`): `layers` (4), `width`
                        (256), `heads` (4), `seq_len` (256, the longest input), `mlp_ratio` (4),
                        `absmax_act_bits` (0 = off; 8 = BitNet b1.58's per-token absmax
-                       activations at the projection inputs); vocab = num_classes (256 for
+                       activations at the projection inputs), `weight_scale` ('none' | 'learned':
+                       a learned per-projection scalar after the matmul, kernels in level units
+                       U(-1, 1), for methods with unscaled levels); vocab = num_classes (256 for
                        bytes). Input: int tokens (B, T); output logits (B, T, vocab). The DoReFa
                        switch `act_bits` does not apply (use `absmax_act_bits`).
+  lstm                 byte LSTM LM (`lstm.py`, ProxQuant's quantized LSTM): embedding ->
+                       `layers` (1) LSTM layers of `hidden` (300) units -> head; `embed` (0 =
+                       `hidden`). Input int tokens (B, T), any T; output logits (B, T, vocab).
+                       Param paths `lstm{l}/ih/kernel`, `lstm{l}/hh/kernel`, `lstm{l}/ih/bias`.
 
 `python -m jaxquant.convert` imports torchvision checkpoints of resnet18 (as
 stem='imagenet'), resnet34/50/101/152 and mobilenet_v2.
@@ -62,17 +68,19 @@ import flax.linen as nn
 from jaxquant.models import layers
 from jaxquant.models.layers import Switches, switches_from_config
 from jaxquant.models.lenet import LeNet5
+from jaxquant.models.lstm import LSTMLM
 from jaxquant.models.mlp import MLP
 from jaxquant.models.mobilenet import MobileNetV2
 from jaxquant.models.resnet18 import STEMS, ResNet18
 from jaxquant.models.resnet_cifar import CifarResNet
 from jaxquant.models.resnet_imagenet import ImageNetResNet
 from jaxquant.models.resnet20q import ResNet20Q
-from jaxquant.models.transformer import TransformerLM
+from jaxquant.models.transformer import WEIGHT_SCALES, TransformerLM
 from jaxquant.models.vgg import VGG16
 
 __all__ = ["build", "names", "Switches", "MLP", "LeNet5", "CifarResNet", "ResNet18", "VGG16",
-           "ImageNetResNet", "MobileNetV2", "ResNet20Q", "TransformerLM"]
+           "ImageNetResNet", "MobileNetV2", "ResNet20Q", "TransformerLM",
+           "LSTMLM"]
 
 
 # The model-specific `config.model` keys with their defaults (besides the
@@ -86,7 +94,9 @@ _DEFAULTS = {
     **{f"resnet{d}": {} for d in (34, 50, 101, 152)},
     "mobilenet_v2": dict(width=1.0),
     "resnet20q": dict(depth=20, expand=5, switchable_bn=True),
-    "transformer": dict(layers=4, width=256, heads=4, seq_len=256, mlp_ratio=4, absmax_act_bits=0),
+    "transformer": dict(layers=4, width=256, heads=4, seq_len=256, mlp_ratio=4, absmax_act_bits=0,
+                        weight_scale="none"),
+    "lstm": dict(layers=1, hidden=300, embed=0),
 }
 
 
@@ -175,9 +185,25 @@ def _transformer(cfg, n, sw):
     if isinstance(act, bool) or act not in (0, *range(2, 9)):
         raise ConfigError(f"config.model.absmax_act_bits must be 0 (off) or an integer in 2..8 "
                           f"(8 = BitNet b1.58); got {act!r}.")
+    scale = _get(cfg, "weight_scale")
+    if scale not in WEIGHT_SCALES:
+        raise ConfigError(f"config.model.weight_scale must be one of {', '.join(WEIGHT_SCALES)}; "
+                          f"got {scale!r}.")
     return TransformerLM(vocab=n, layers=_positive_int(cfg, "layers"), width=width, heads=heads,
                          seq_len=_positive_int(cfg, "seq_len"),
-                         mlp_ratio=_positive_int(cfg, "mlp_ratio"), absmax_act_bits=int(act), sw=sw)
+                         mlp_ratio=_positive_int(cfg, "mlp_ratio"), absmax_act_bits=int(act),
+                         weight_scale=scale, sw=sw)
+
+
+def _lstm(cfg, n, sw):
+    if sw.act_bits:
+        raise ConfigError("config.model.act_bits (DoReFa activations) does not apply to the LSTM; "
+                          "ProxQuant quantizes its weights only. Set config.model.act_bits=0.")
+    embed = _get(cfg, "embed")
+    if isinstance(embed, bool) or not isinstance(embed, int) or embed < 0:
+        raise ConfigError(f"config.model.embed must be 0 (= hidden) or a positive integer; got {embed!r}.")
+    return LSTMLM(vocab=n, layers=_positive_int(cfg, "layers"), hidden=_positive_int(cfg, "hidden"),
+                  embed=embed, sw=sw)
 
 
 _REGISTRY: dict[str, Callable[[Any, int, Switches], nn.Module]] = {
@@ -190,6 +216,7 @@ _REGISTRY: dict[str, Callable[[Any, int, Switches], nn.Module]] = {
     "mobilenet_v2": _mobilenet_v2,
     "resnet20q": _resnet20q,
     "transformer": _transformer,
+    "lstm": _lstm,
 }
 
 

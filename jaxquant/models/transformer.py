@@ -14,8 +14,23 @@ Param paths (for the `config.quant` regexes, `QUANT_INCLUDE`): `block{i}/attn/{q
 `pos_embed/embedding`, `block{i}/ln{1,2}/{scale,bias}`, `ln_f/*`, `head/{kernel,bias}`
 (full precision). Projection biases follow `use_bias` (None -> off, as BitNet b1.58 and
 LLaMA have none); the head's follows `head_bias`.
+
+`weight_scale` (`config.model.weight_scale`): 'none' (default) or 'learned'. The mirror-descent,
+PMF, ProxQuant and BinaryConnect methods quantize to the unscaled levels {-1, 0, 1} (or
+{-1, 1}), but a pre-LN transformer's projections feed the residual stream with no
+normalisation after them, so the size of their weights matters. With 'learned' every
+projection is y = s (x K): the kernel K (the quantized latent, `.../kernel`) lives in units of
+the levels, initialised U(-1, 1) (inside the [-1, 1] box BinaryConnect / ProxQuant clip to; the
+ternary thresholds +-1/2 round half of it to 0), and s is a learned full-precision scalar per
+projection (`.../weight_scale`, outside `QUANT_INCLUDE`), initialised to sqrt(3 / fan_in) so
+that s K starts with variance 1 / fan_in, Flax's lecun-normal variance. s is applied after the
+(quantized) matmul, as a per-tensor scale; the export stores it raw next to the 2-bit kernel.
+BitNet b1.58 needs none (its absmean quantizer carries the scale); with 'learned' it is a
+redundant extra scalar.
 """
 from __future__ import annotations
+
+import math
 
 import flax.linen as nn
 import jax
@@ -30,11 +45,39 @@ Array = jax.Array
 
 # The projections an LM config quantizes (config.quant.include); embeddings, norms and head stay FP.
 QUANT_INCLUDE = (r"block\d+/attn/(q|k|v|o)/kernel", r"block\d+/mlp/(up|down)/kernel")
+WEIGHT_SCALES = ("none", "learned")
 
 
 def _projection_input(bits: int, x: Array) -> Array:
     """x, or its per-token absmax `bits`-bit quantization with identity STE (bits > 0)."""
     return quantizers.absmax_activation(x, bits, ste=True) if bits else x
+
+
+def _level_uniform(key, shape, dtype=jnp.float32):
+    """U(-1, 1): a kernel in units of the quantization levels."""
+    return jax.random.uniform(key, shape, dtype, -1.0, 1.0)
+
+
+class ScaledDense(nn.Module):
+    """y = s (x K): K (fan_in, features) ~ U(-1, 1), scalar s `weight_scale` = sqrt(3 / fan_in) at init."""
+    features: int
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        fan_in = x.shape[-1]
+        kernel = self.param("kernel", _level_uniform, (fan_in, self.features))
+        scale = self.param("weight_scale", nn.initializers.constant(math.sqrt(3.0 / fan_in)), ())
+        return (x @ kernel.astype(x.dtype)) * scale.astype(x.dtype)
+
+
+def _projection(sw: Switches, weight_scale: str, features: int, name: str) -> nn.Module:
+    """A projection (no bias unless `use_bias`): Dense, or `ScaledDense` with weight_scale='learned'."""
+    if weight_scale == "learned":
+        if sw.bias(False):
+            raise ConfigError("config.model.weight_scale='learned' takes projections without "
+                              "biases; leave config.model.use_bias unset (None) or False.")
+        return ScaledDense(features, name=name)
+    return layers.dense(sw, features, name=name, bias=sw.bias(False))
 
 
 class CausalSelfAttention(nn.Module):
@@ -47,6 +90,7 @@ class CausalSelfAttention(nn.Module):
     heads: int
     act_bits: int
     sw: Switches
+    weight_scale: str = "none"
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -55,7 +99,7 @@ class CausalSelfAttention(nn.Module):
         xq = _projection_input(self.act_bits, x)
 
         def split(name):
-            y = layers.dense(self.sw, self.width, name=name, bias=self.sw.bias(False))(xq)
+            y = _projection(self.sw, self.weight_scale, self.width, name)(xq)
             return y.reshape(b, t, self.heads, d)
 
         q, k, v = split("q"), split("k"), split("v")
@@ -64,7 +108,7 @@ class CausalSelfAttention(nn.Module):
         scores = jnp.where(causal, scores, jnp.finfo(scores.dtype).min)
         y = jnp.einsum("bhts,bshd->bthd", jax.nn.softmax(scores, axis=-1), v).reshape(b, t, self.width)
         y = _projection_input(self.act_bits, y)
-        return layers.dense(self.sw, self.width, name="o", bias=self.sw.bias(False))(y)
+        return _projection(self.sw, self.weight_scale, self.width, "o")(y)
 
 
 class MLPBlock(nn.Module):
@@ -73,13 +117,14 @@ class MLPBlock(nn.Module):
     hidden: int
     act_bits: int
     sw: Switches
+    weight_scale: str = "none"
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        h = layers.dense(self.sw, self.hidden, name="up", bias=self.sw.bias(False))(
+        h = _projection(self.sw, self.weight_scale, self.hidden, "up")(
             _projection_input(self.act_bits, x))
         h = _projection_input(self.act_bits, nn.gelu(h))
-        return layers.dense(self.sw, self.width, name="down", bias=self.sw.bias(False))(h)
+        return _projection(self.sw, self.weight_scale, self.width, "down")(h)
 
 
 class Block(nn.Module):
@@ -89,12 +134,13 @@ class Block(nn.Module):
     hidden: int
     act_bits: int
     sw: Switches
+    weight_scale: str = "none"
 
     @nn.compact
     def __call__(self, h: Array) -> Array:
         h = h + CausalSelfAttention(self.width, self.heads, self.act_bits, self.sw,
-                                    name="attn")(nn.LayerNorm(name="ln1")(h))
-        return h + MLPBlock(self.width, self.hidden, self.act_bits, self.sw,
+                                    self.weight_scale, name="attn")(nn.LayerNorm(name="ln1")(h))
+        return h + MLPBlock(self.width, self.hidden, self.act_bits, self.sw, self.weight_scale,
                             name="mlp")(nn.LayerNorm(name="ln2")(h))
 
 
@@ -107,6 +153,7 @@ class TransformerLM(nn.Module):
     seq_len: int = 256
     mlp_ratio: int = 4
     absmax_act_bits: int = 0
+    weight_scale: str = "none"
     sw: Switches = Switches()
 
     @nn.compact
@@ -122,5 +169,5 @@ class TransformerLM(nn.Module):
         h = h + nn.Embed(self.seq_len, self.width, name="pos_embed")(jnp.arange(t))[None]
         for i in range(self.layers):
             h = Block(self.width, self.heads, self.mlp_ratio * self.width, self.absmax_act_bits,
-                      self.sw, name=f"block{i}")(h)
+                      self.sw, self.weight_scale, name=f"block{i}")(h)
         return layers.head(self.sw, self.vocab)(nn.LayerNorm(name="ln_f")(h))
