@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import time
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -79,11 +80,24 @@ def flax_model(name: str, num_classes: int = 10):
     return {"mlp": MLP, "resnet20": ResNet20}[name]()
 
 
-def jax_loop(arrays, model_name, epochs, steps, batch, lr, seed=0) -> dict:
+class JaxJob(NamedTuple):
+    """The bare loop's pieces: the jitted step, its initial arguments, the evaluation."""
+    step: Any          # (params, stats, opt_state, perm, i, t) -> params, stats, opt_state, loss
+    params: Any
+    stats: Any
+    opt_state: Any
+    correct: Any       # (params, stats, images, labels) -> #correct
+    permute: Any       # key -> permutation of the training set
+    key: Any
+    data: tuple        # train images, train labels, test images, test labels (device)
+    per_epoch: int
+    total: int
+
+
+def jax_job(arrays, model_name, epochs, steps, batch, lr, seed=0) -> JaxJob:
     import jax
     import jax.numpy as jnp
     import optax
-    imported = time.perf_counter()
     model = flax_model(model_name)
     tx_, ty, test_x, test_y = (jnp.asarray(arrays[k]) for k in ("train_x", "train_y", "test_x", "test_y"))
     mean, std = jnp.asarray(arrays["mean"], jnp.float32), jnp.asarray(arrays["std"], jnp.float32)
@@ -94,7 +108,6 @@ def jax_loop(arrays, model_name, epochs, steps, batch, lr, seed=0) -> dict:
     variables = model.init(jax.random.PRNGKey(seed), jnp.zeros((1, *tx_.shape[1:])), train=False)
     params, stats = variables["params"], variables["batch_stats"]
     opt = optax.adam(optax.cosine_decay_schedule(lr, total))
-    opt_state = opt.init(params)
     is_kernel = jax.tree_util.tree_map_with_path(lambda p, _: p[-1].key == "kernel", params)
 
     def binary(p, gated):  # sign(w) forward; gradient 1_{|w| <= 1} when gated
@@ -143,19 +156,36 @@ def jax_loop(arrays, model_name, epochs, steps, batch, lr, seed=0) -> dict:
         return jnp.sum(jnp.argmax(logits, -1) == y)
 
     permute = jax.jit(lambda k: jax.random.permutation(k, n))
+    return JaxJob(step, params, stats, opt.init(params), correct, permute, key,
+                  (tx_, ty, test_x, test_y), per_epoch, total)
+
+
+def compile_step(job: JaxJob):
+    """The bare step, compiled ahead of time for the job's argument shapes."""
+    import jax.numpy as jnp
+    n = job.data[0].shape[0]
+    return job.step.lower(job.params, job.stats, job.opt_state, jnp.arange(n), np.int32(0),
+                          np.int32(0)).compile()
+
+
+def jax_loop(arrays, model_name, epochs, steps, batch, lr, seed=0) -> dict:
+    import jax
+    imported = time.perf_counter()
+    job = jax_job(arrays, model_name, epochs, steps, batch, lr, seed)
+    params, stats, opt_state, (_, _, test_x, test_y) = job.params, job.stats, job.opt_state, job.data
     t = time.perf_counter()
-    step = step.lower(params, stats, opt_state, jnp.arange(n), np.int32(0), np.int32(0)).compile()
+    step = compile_step(job)
     compiled = time.perf_counter()
     done = 0
-    for epoch in range(-(-total // per_epoch)):
-        perm = permute(jax.random.fold_in(key, 10**6 + epoch))
-        for i in range(min(per_epoch, total - done)):
+    for epoch in range(-(-job.total // job.per_epoch)):
+        perm = job.permute(jax.random.fold_in(job.key, 10**6 + epoch))
+        for i in range(min(job.per_epoch, job.total - done)):
             params, stats, opt_state, loss = step(params, stats, opt_state, perm,
                                                   np.int32(i), np.int32(done))
             done += 1
     jax.block_until_ready(params)
     trained = time.perf_counter()
-    right = sum(int(correct(params, stats, test_x[i:i + 1000], test_y[i:i + 1000]))
+    right = sum(int(job.correct(params, stats, test_x[i:i + 1000], test_y[i:i + 1000]))
                 for i in range(0, test_x.shape[0], 1000))
     end = time.perf_counter()
     return dict(test_accuracy=right / test_x.shape[0], steps=done, import_s=imported - STARTED,
@@ -251,11 +281,15 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=0, help="> 0: this many steps instead of epochs")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-2)
+    p.add_argument("--threads", type=int, default=0, help="PyTorch threads (0: its default)")
     p.add_argument("--json", required=True)
     args = p.parse_args(argv)
     arrays = load_arrays(args.data)
-    loop = jax_loop if args.loop == "jax" else torch_loop
-    out = loop(arrays, args.model, args.epochs, args.steps, args.batch, args.lr)
+    if args.loop == "jax":
+        out = jax_loop(arrays, args.model, args.epochs, args.steps, args.batch, args.lr)
+    else:
+        out = torch_loop(arrays, args.model, args.epochs, args.steps, args.batch, args.lr,
+                         threads=args.threads)
     out["total_s"] = time.perf_counter() - STARTED
     with open(args.json, "w") as f:
         json.dump(out, f, indent=1)

@@ -12,7 +12,10 @@ Programs, each a fresh process (whole-process wall and CPU seconds measured from
 - `jaxquant`: `python -m jaxquant.main --config configs/bc_fashion_mnist.py ...` (the real
   CLI and trainer; the persistent compilation cache off, so every round compiles);
 - `bare`: bench/bare_loop.py --loop jax, a ~100-line jitted Flax loop with one dispatch per step;
-- `torch`: bench/bare_loop.py --loop torch (if PyTorch is installed).
+- `torch`: bench/bare_loop.py --loop torch (if PyTorch is installed), its default threads
+  with OMP_WAIT_POLICY=PASSIVE (on a shared machine spinning OpenMP threads made a
+  15-epoch run take many minutes); `torch_1thread`: the same with one thread (faster
+  than two on a loaded machine). jaxquant / PyTorch is reported against both.
 The programs run in alternating rounds (the order rotated by one per round) and each
 ratio is the median over rounds of (program / bare loop of the same round), so a noisy
 machine affects both alike. Per step = in-process training seconds / steps (jaxquant:
@@ -136,11 +139,14 @@ def run_jaxquant(spec, workdir, extra=(), cache="off") -> dict:
                 train_s=t["train_s"], compile_s=t["compile_s"], timing=t)
 
 
-def run_bare(loop, spec, data_dir, out_json) -> dict:
+def run_bare(loop, spec, data_dir, out_json, threads=0) -> dict:
     cmd = [sys.executable, os.path.join(HERE, "bare_loop.py"), "--loop", loop, "--model", spec["model"],
            "--data", data_dir, "--epochs", str(spec["epochs"]), "--steps", str(spec["steps"]),
-           "--json", out_json]
-    wall, cpu, _ = timed(cmd, env_for())
+           "--threads", str(threads), "--json", out_json]
+    env = env_for()
+    if loop == "torch":  # idle OpenMP threads sleep instead of spinning: on a machine shared
+        env["OMP_WAIT_POLICY"] = "PASSIVE"  # with other jobs, spinning costs PyTorch minutes
+    wall, cpu, _ = timed(cmd, env)
     with open(out_json) as f:
         r = json.load(f)
     return dict(wall_s=wall, cpu_s=cpu, **{k: r[k] for k in ("test_accuracy", "steps", "train_s",
@@ -160,7 +166,8 @@ def bench_job(job, args, scratch, programs, log=print) -> dict:
                 res = run_jaxquant(spec, os.path.join(scratch, f"{job}_jaxquant"))
             else:
                 res = run_bare("jax" if prog == "bare" else "torch", spec, data_dir,
-                               os.path.join(scratch, f"{job}_{prog}.json"))
+                               os.path.join(scratch, f"{job}_{prog}.json"),
+                               threads=1 if prog == "torch_1thread" else 0)
             runs[prog].append(res)
             log(f"    wall {res['wall_s']:.1f} s, cpu {res['cpu_s']:.1f} s, "
                 f"train {res['train_s']:.1f} s, test acc {res['test_accuracy']:.4f}")
@@ -186,6 +193,10 @@ def summarize(runs) -> dict:
         row["step_ratio"] = statistics.median(
             (a["train_s"] / max(a["steps"], 1)) / (b["train_s"] / max(b["steps"], 1))
             for a, b in zip(rs, runs["bare"]))
+        for ref in ("torch", "torch_1thread"):
+            if ref in runs and not prog.startswith("torch"):
+                row[f"wall_vs_{ref}"] = _ratio(runs, prog, "wall_s", ref=ref)
+                row[f"cpu_vs_{ref}"] = _ratio(runs, prog, "cpu_s", ref=ref)
         if prog == "jaxquant":
             shares = {}
             for part in PARTS:
@@ -207,9 +218,12 @@ def startup(args, scratch, log=print) -> list[dict]:
         for run in ("first (empty cache)", "second (cache filled)"):
             log(f"  start-up {job}: {run}")
             res = run_jaxquant(spec, os.path.join(scratch, f"{job}_startup"), cache=cache)
+            t = res["timing"]
             rows.append(dict(job=job, run=run, wall_s=res["wall_s"], cpu_s=res["cpu_s"],
-                             compile_s=res["compile_s"], first_step_s=res["timing"]["first_step_s"],
-                             setup_s=res["timing"]["setup_s"], eval_s=res["timing"]["eval_s"]))
+                             compile_s=res["compile_s"], first_step_s=t["first_step_s"],
+                             setup_s=t["setup_s"], eval_s=t["eval_s"],
+                             # the process's wall less what ran after the first step
+                             command_to_first_step_s=res["wall_s"] - (t["total_s"] - t["first_step_s"])))
             log(f"    wall {res['wall_s']:.1f} s, compile {res['compile_s']:.2f} s")
     return rows
 
@@ -243,6 +257,12 @@ def markdown(payload) -> str:
             lines.append(f"| {prog} | {r['wall_s']:.1f} | {r['wall_ratio']:.2f} | {r['cpu_s']:.1f} | "
                          f"{r['cpu_ratio']:.2f} | {r['step_ms']:.2f} | {r['step_ratio']:.2f} | "
                          f"{r['compile_s']:.1f} | {100 * r['test_accuracy']:.2f}% |")
+        for ref in ("torch", "torch_1thread"):
+            jq, bare = job["summary"].get("jaxquant", {}), job["summary"].get("bare", {})
+            if f"wall_vs_{ref}" in jq:
+                lines += ["", f"jaxquant / {ref} (median of same-round ratios): wall "
+                          f"{jq[f'wall_vs_{ref}']:.2f}, CPU {jq[f'cpu_vs_{ref}']:.2f}; bare loop / "
+                          f"{ref}: wall {bare[f'wall_vs_{ref}']:.2f}."]
         shares = job["summary"].get("jaxquant", {}).get("share_of_wall")
         if shares:
             lines += ["", "jaxquant's wall time by part (result.json timing; the rest is interpreter "
@@ -255,7 +275,7 @@ def markdown(payload) -> str:
                   "evaluation incl. its compile (s) |", "|---|---|---|---|---|---|---|"]
         for r in payload["startup"]:
             lines.append(f"| {r['job']} | {r['run']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | "
-                         f"{r['compile_s']:.2f} | {r['first_step_s']:.1f} | {r['eval_s']:.1f} |")
+                         f"{r['compile_s']:.2f} | {r['command_to_first_step_s']:.1f} | {r['eval_s']:.1f} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -269,7 +289,7 @@ def main(argv=None):
     if not args.no_torch:
         try:
             import torch  # noqa: F401
-            programs.append("torch")
+            programs += ["torch", "torch_1thread"]
         except ImportError:
             print("PyTorch not installed: no torch loop")
     jobs, rows = [], []

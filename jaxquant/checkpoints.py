@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import shutil
+import threading
 from typing import Any, Sequence
 
 import jax
@@ -174,33 +175,73 @@ def checkpoint_dir(path: str) -> str:
 
 
 class Checkpointer:
-    """Thin wrapper over `ocp.CheckpointManager` for one run's workdir."""
+    """Thin wrapper over `ocp.CheckpointManager` for one run's workdir.
 
-    def __init__(self, workdir: str, keep: int = 2, subdir: str = CHECKPOINT_DIR):
+    With `asynchronous=True`, `save` returns once the arrays are copied (on the device,
+    so that a donated train state can be overwritten by the next step) and orbax writes
+    the files in the background while training goes on; the step is sealed as soon as
+    orbax has finished it. Every other method first waits for that save to be
+    written and sealed (`wait`), so what they read is complete.
+    """
+
+    def __init__(self, workdir: str, keep: int = 2, subdir: str = CHECKPOINT_DIR,
+                 asynchronous: bool = False):
         self.directory = os.path.join(os.path.abspath(workdir), subdir)
+        self.asynchronous = asynchronous
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                                 enable_async_checkpointing=False))
+                                                 enable_async_checkpointing=asynchronous))
+        self._sealer: threading.Thread | None = None
+        self._sealer_error: BaseException | None = None
 
     def latest_step(self) -> int | None:
+        self.wait()
         return self.manager.latest_step()
 
     def all_steps(self) -> list[int]:
+        self.wait()
         return list(self.manager.all_steps())
 
     def save(self, step: int, weights: dict, meta: dict, state: dict | None = None) -> None:
         """Save `step`, replacing a checkpoint of the same step (a resumed run that fell
         back to an older checkpoint, or a best-model save, re-reaches saved steps)."""
-        if step in self.manager.all_steps():
+        if step in self.all_steps():  # waits for the previous save
             self.manager.delete(step)
-        items = dict(weights=ocp.args.StandardSave(weights), meta=ocp.args.JsonSave(meta))
-        if state is not None:
-            items["state"] = ocp.args.StandardSave(state)
-        self.manager.save(step, args=ocp.args.Composite(**items), force=True)
-        self.manager.wait_until_finished()  # every process has written its part
-        if parallel.is_main_process():
-            seal(self.step_dir(step))
+        items = dict(weights=weights, state=state)
+        if self.asynchronous:  # orbax reads the arrays after `save` returns: our own copies
+            items = jax.tree.map(lambda x: jax.device_put(x, may_alias=False)
+                                 if isinstance(x, jax.Array) else x, items)
+        args = {k: ocp.args.StandardSave(v) for k, v in items.items() if v is not None}
+        self.manager.save(step, args=ocp.args.Composite(meta=ocp.args.JsonSave(meta), **args),
+                          force=True)
+        if not self.asynchronous:
+            self._seal(step)
+            parallel.sync("checkpoint sealed")
+            return
+        self._sealer = threading.Thread(target=self._seal, args=(step,), daemon=True,
+                                        name=f"jaxquant-seal-{step}")
+        self._sealer.start()
+
+    def _seal(self, step: int) -> None:
+        """Wait until orbax has written `step` (every process its part), then seal it."""
+        try:
+            self.manager.wait_until_finished()
+            if parallel.is_main_process():
+                seal(self.step_dir(step))
+        except BaseException as e:  # raised in the caller's thread by `wait`
+            self._sealer_error = e
+
+    def wait(self) -> None:
+        """Block until the last save is written and sealed (at once if none is under way);
+        an error of that save is raised here."""
+        if self._sealer is None:
+            return
+        self._sealer.join()
+        self._sealer = None
+        error, self._sealer_error = self._sealer_error, None
+        if error is not None:
+            raise error
         parallel.sync("checkpoint sealed")
 
     def step_dir(self, step: int) -> str:
@@ -209,6 +250,7 @@ class Checkpointer:
     def verify(self, step: int) -> bool:
         """True if every file of `step` matches its checksum, False if the step is not
         sealed; `CorruptCheckpointError` naming the file otherwise (see `verify`)."""
+        self.wait()
         return verify(self.step_dir(step))
 
     def latest_verified_step(self) -> int | None:
@@ -226,7 +268,7 @@ class Checkpointer:
 
         The step's files are checked against its checksums first
         (`CorruptCheckpointError` names a changed file)."""
-        self.verify(step)
+        self.verify(step)  # waits for a save under way
         out = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state),
             meta=ocp.args.JsonRestore()))
@@ -235,6 +277,7 @@ class Checkpointer:
     def set_aside(self, steps: list[int], main_process: bool = True) -> str:
         """Move unreadable `steps` to `<workdir>/<subdir>_unreadable/` (kept for
         inspection, out of the way of resuming); returns that directory."""
+        self.wait()
         aside = self.directory.rstrip(os.sep) + "_unreadable"
         if main_process:
             os.makedirs(aside, exist_ok=True)
@@ -249,10 +292,15 @@ class Checkpointer:
 
     def reload(self) -> None:
         """Re-read the saved steps from disk (after `set_aside`)."""
+        self.wait()
         self.manager.reload()
 
     def close(self) -> None:
-        self.manager.close()
+        """Wait for a save under way (written and sealed), then close orbax's manager."""
+        try:
+            self.wait()
+        finally:
+            self.manager.close()
 
 
 def _local_target(manager, step: int):

@@ -8,17 +8,24 @@ import sys
 import numpy as np
 
 
+# tensorboardX imports these if present, for torch tensors and s3:// logdirs, neither of
+# which a run uses (its workdir is a local folder); importing them costs ~1 s per run
+_UNUSED_BY_TENSORBOARDX = ("torch", "boto3")
+
+
 def _summary_writer():
-    """tensorboardX's SummaryWriter, imported without torch (its optional import of
-    torch costs seconds per run and is only used for torch tensors)."""
-    if "torch" in sys.modules or "tensorboardX" in sys.modules:
+    """tensorboardX's SummaryWriter, imported without torch and boto3."""
+    if "tensorboardX" in sys.modules:
         from tensorboardX import SummaryWriter
         return SummaryWriter
-    sys.modules["torch"] = None  # `import torch` raises ImportError during this import
+    blocked = [m for m in _UNUSED_BY_TENSORBOARDX if m not in sys.modules]
+    for m in blocked:
+        sys.modules[m] = None  # `import m` raises ImportError during this import
     try:
         from tensorboardX import SummaryWriter
     finally:
-        del sys.modules["torch"]
+        for m in blocked:
+            del sys.modules[m]
     return SummaryWriter
 
 
@@ -121,11 +128,10 @@ def plot_curves(workdir: str) -> str | None:
     records = read_metrics(workdir)
     if not records:
         return None
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: no GUI backend, a faster import
 
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    ax_loss, ax_acc = fig.subplots(1, 2)
     for key, ax in (("train_loss", ax_loss), ("train_accuracy", ax_acc),
                     ("val_accuracy", ax_acc), ("test_accuracy", ax_acc)):
         pts = [(r["step"], r[key]) for r in records if key in r]
@@ -140,5 +146,4 @@ def plot_curves(workdir: str) -> str | None:
     fig.tight_layout()
     out = os.path.join(workdir, "curves.png")
     fig.savefig(out, dpi=100)
-    plt.close(fig)
     return out

@@ -101,8 +101,13 @@ def test_trainer_overhead_ratios_pair_each_round_and_shares_come_from_the_timing
     timing = dict(setup_s=1.0, data_s=0.0, compile_s=2.0, train_s=5.0, log_s=0.0, eval_s=1.0,
                   checkpoint_s=0.5, final_s=0.5)
     runs = dict(jaxquant=[run(12.0, 10.0, 5.0, timing=timing), run(30.0, 11.0, 6.0, timing=timing)],
-                bare=[run(10.0, 10.0, 5.0), run(20.0, 10.0, 4.0)])
+                bare=[run(10.0, 10.0, 5.0), run(20.0, 10.0, 4.0)],
+                torch=[run(10.0, 8.0, 5.0), run(40.0, 22.0, 4.0)])
     s = to.summarize(runs)
+    # against PyTorch: 12/10 and 30/40 -> 0.975 (the ratio of medians would be 21 / 25 = 0.84)
+    assert s["jaxquant"]["wall_vs_torch"] == pytest.approx(0.975)
+    assert s["jaxquant"]["cpu_vs_torch"] == pytest.approx((10 / 8 + 11 / 22) / 2)
+    assert "wall_vs_torch" not in s["torch"]
     # per-round ratios 1.2 and 1.5 -> 1.35 (the ratio of medians would be 21 / 15 = 1.4)
     assert s["jaxquant"]["wall_ratio"] == pytest.approx(1.35)
     assert s["jaxquant"]["cpu_ratio"] == pytest.approx(1.05)
@@ -203,3 +208,19 @@ def test_logged_train_loss_is_the_mean_over_the_steps_since_the_last_log_and_tim
     assert all(t[k] >= 0 for k in parts) and t["compile_s"] > 0
     assert sum(t[k] for k in parts) <= t["total_s"] + 1e-6
     assert 0 < t["first_step_s"] <= t["total_s"]
+
+
+def test_compile_time_rows_for_the_mlp(tmp_path):
+    import json
+    import compile_time
+    compile_time.main(["--models", "mlp", "--methods", "fp,pdqat", "--pieces", "mlp", "--startup", "",
+                       "--examples", "256", "--out", str(tmp_path), "--name", "ct"])
+    payload = json.loads((tmp_path / "ct.json").read_text())
+    rows = {r["method"]: r for r in payload["methods"]}
+    assert rows["bare"]["cpu_vs_bare"] == 1.0
+    assert rows["fp"]["compile_cpu_s"] > 0 and rows["fp"]["hlo_kchars"] > 0
+    assert rows["fp"]["cpu_vs_bare"] == pytest.approx(rows["fp"]["compile_cpu_s"] / rows["bare"]["compile_cpu_s"])
+    assert "switchable precision" in rows["pdqat"]["note"]  # PD-QAT needs its own model
+    parts = [r["part"] for r in payload["pieces"]]
+    assert len(parts) == 6 and parts[3].endswith("the trainer's step") and parts[5].startswith("bare")
+    assert (tmp_path / "ct.md").read_text().startswith("# Compile time")

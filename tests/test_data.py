@@ -612,3 +612,15 @@ def test_streaming_split_reads_the_indexed_examples_in_order():
     np.testing.assert_array_equal(labels, [119, 117])
     np.testing.assert_array_equal(images[:, 0, 0, 0], [19, 17])
     assert images.dtype == np.uint8 and labels.dtype == np.int32
+
+
+def test_channel_stats_are_the_mean_and_std_of_each_channel_across_histogram_slices():
+    from jaxquant.data.dataset import channel_stats
+    n = (1 << 20) + 5  # more pixels than one histogram slice
+    rng = np.random.RandomState(0)
+    images = np.stack([rng.randint(0, 256, n), np.full(n, 7)], axis=-1).astype(np.uint8)
+    images = images.reshape(n, 1, 1, 2)
+    mean, std = channel_stats(images)
+    x = images[..., 0].astype(np.float64).ravel() / 255.0
+    assert mean[0] == pytest.approx(x.mean(), rel=1e-12) and std[0] == pytest.approx(x.std(), rel=1e-12)
+    assert mean[1] == pytest.approx(7 / 255, rel=1e-12) and std[1] == 1.0  # constant channel: unscaled

@@ -304,8 +304,8 @@ def inject_inf(leaf: str, from_step: int) -> optax.GradientTransformation:
 def inf_latent_after_step_10(monkeypatch):
     build = train.build_experiment
 
-    def patched(config):
-        exp = build(config)
+    def patched(config, *args, **kwargs):
+        exp = build(config, *args, **kwargs)
         tx = optax.chain(exp.method.tx, inject_inf("stem/kernel", 10))
         return exp._replace(method=exp.method._replace(tx=tx))
     monkeypatch.setattr(train, "build_experiment", patched)

@@ -66,6 +66,25 @@ def test_every_saved_step_lists_the_size_and_sha256_of_each_of_its_files(partial
             assert entry == dict(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
 
 
+def test_an_asynchronous_save_keeps_the_values_of_save_time_though_the_state_is_donated(tmp_path):
+    """The trainer donates its state to the next step while orbax still writes it."""
+    import jax.numpy as jnp
+    ckpt = checkpoints.Checkpointer(str(tmp_path), asynchronous=True)
+    state = dict(w=jnp.arange(4096.0), step=jnp.int32(3))
+    ckpt.save(3, dict(params=dict(w=state["w"])), dict(best=0.5), state=state)
+    bump = jax.jit(lambda s: dict(w=s["w"] * 0 - 1, step=s["step"] + 1), donate_argnums=0)
+    for _ in range(3):
+        state = bump(state)
+    try:
+        assert ckpt.verify(3)  # waits for the write; sealed
+        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+        restored, meta = ckpt.restore(3, abstract)
+    finally:
+        ckpt.close()
+    np.testing.assert_array_equal(restored["w"], np.arange(4096.0))
+    assert int(restored["step"]) == 3 and meta == dict(best=0.5)
+
+
 def test_a_flipped_bit_in_the_latest_state_resumes_from_the_previous_step_and_says_so(partial, tmp_path):
     run = copy_run(partial, tmp_path)
     bad = data_file(run / "checkpoints" / "20", "state")
@@ -88,6 +107,7 @@ def test_the_nan_guard_names_only_a_verified_checkpoint_as_the_last_good_one(tmp
 
     def save_then_damage(self, step, *args, **kw):
         save(self, step, *args, **kw)
+        self.wait()  # the trainer's saves are asynchronous: damage the written files
         if step == 10 and self.directory.endswith("checkpoints"):
             flip_bit(data_file(os.path.join(self.directory, str(step)), "state"))
     monkeypatch.setattr(checkpoints.Checkpointer, "save", save_then_damage)

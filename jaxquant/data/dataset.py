@@ -136,8 +136,12 @@ def channel_stats(images: np.ndarray) -> tuple[tuple, tuple]:
     flat = images.reshape(-1, images.shape[-1])
     values = np.arange(256, dtype=np.float64)
     means, stds = [], []
+    chunk = 1 << 20  # bincount widens its input to int64: in slices, not all at once
     for c in range(flat.shape[1]):
-        hist = np.bincount(flat[:, c], minlength=256).astype(np.float64)
+        counts = np.zeros(256, np.int64)
+        for start in range(0, len(flat), chunk):
+            counts += np.bincount(flat[start:start + chunk, c], minlength=256)
+        hist = counts.astype(np.float64)
         p = hist / max(hist.sum(), 1.0)
         mean = float(p @ values)
         std = float(np.sqrt(max(p @ np.square(values - mean), 0.0)))
