@@ -210,6 +210,7 @@ def test_logged_train_loss_is_the_mean_over_the_steps_since_the_last_log_and_tim
     assert 0 < t["first_step_s"] <= t["total_s"]
 
 
+@pytest.mark.slow  # ~20 s of compiles; run with the benchmarks
 def test_compile_time_rows_for_the_mlp(tmp_path):
     import json
     import compile_time

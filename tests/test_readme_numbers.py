@@ -46,6 +46,7 @@ def test_claims_name_existing_configs_and_unique_figures():
         assert not c.warm_start or c.warm_start in names
 
 
+@pytest.mark.slow  # ~35 s: trains twice; the README-vs-record check stays in CI
 def test_a_rerun_of_a_tiny_claim_checks_against_what_was_written(tmp_path, monkeypatch):
     claim = rn.Claim("tiny_digits", "tiny", "main",
                      ("--config", "configs/bc_digits.py", "--config.train.epochs=1"), seeds=(0, 1))
