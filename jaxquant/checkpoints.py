@@ -181,12 +181,15 @@ class Checkpointer:
     so that a donated train state can be overwritten by the next step) and orbax writes
     the files in the background while training goes on; the step is sealed as soon as
     orbax has finished it. Every other method first waits for that save to be
-    written and sealed (`wait`), so what they read is complete.
+    written and sealed (`wait`), so what they read is complete. A run of several
+    processes saves synchronously whatever `asynchronous` says (orbax's asynchronous
+    commit of arrays sharded over processes needs barriers this class does not run).
     """
 
     def __init__(self, workdir: str, keep: int = 2, subdir: str = CHECKPOINT_DIR,
                  asynchronous: bool = False):
         self.directory = os.path.join(os.path.abspath(workdir), subdir)
+        asynchronous = asynchronous and jax.process_count() == 1
         self.asynchronous = asynchronous
         self.manager = ocp.CheckpointManager(
             self.directory,

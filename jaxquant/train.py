@@ -614,12 +614,8 @@ def _train(exp: Experiment, plan, workdir: str, stop_after_steps, log, started, 
 
     # written in the background while training goes on (sealed when done; read back only
     # after that), so that per-epoch checkpoints cost the loop little
-    # background writes on one process; a multi-process run saves synchronously (orbax's
-    # asynchronous commit of arrays sharded over processes needs barriers we do not run)
-    background = jax.process_count() == 1
-    ckpt = checkpoints.Checkpointer(workdir, keep=int(config.train.keep_checkpoints),
-                                    asynchronous=background)
-    best_ckpt = checkpoints.Checkpointer(workdir, keep=1, subdir="best", asynchronous=background)
+    ckpt = checkpoints.Checkpointer(workdir, keep=int(config.train.keep_checkpoints), asynchronous=True)
+    best_ckpt = checkpoints.Checkpointer(workdir, keep=1, subdir="best", asynchronous=True)
     writer = MetricsWriter(workdir, enabled=parallel.is_main_process())
     meta = dict(best_val_accuracy=-1.0, test_at_best_val=-1.0, best_step=-1)
     if plan.resume and ckpt.all_steps():
